@@ -1,0 +1,71 @@
+"""agentdur: durable AI agents. Every LLM call and tool call is a checkpointed step."""
+
+from agentdur.errors import (
+    AgentdurError,
+    ConfigurationError,
+    FencedError,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    ModelError,
+    ModelHTTPError,
+    NeedsAttentionError,
+    NonDeterminismError,
+    NotRegisteredError,
+    OutsideRunError,
+    RunCancelledError,
+    RunFailedError,
+    RunInputMismatchError,
+    RunNotFoundError,
+    SchemaVersionError,
+    SerializationError,
+    StepFailed,
+    StoreUnavailable,
+    ToolArgumentsError,
+    UncertainEffect,
+    UsageError,
+)
+from agentdur.handle import RunHandle
+from agentdur.retry import RetryPolicy
+from agentdur.runtime import Runtime
+from agentdur.store import RunInfo, StepInfo
+from agentdur.workflow import sleep, sleep_sync, step, workflow
+
+__all__ = [
+    "AgentdurError",
+    "ConfigurationError",
+    "FencedError",
+    "MaxTurnsExceeded",
+    "ModelBehaviorError",
+    "ModelError",
+    "ModelHTTPError",
+    "NeedsAttentionError",
+    "NonDeterminismError",
+    "NotRegisteredError",
+    "OutsideRunError",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunInfo",
+    "RunInputMismatchError",
+    "RunNotFoundError",
+    "Runtime",
+    "SchemaVersionError",
+    "SerializationError",
+    "StepFailed",
+    "StepInfo",
+    "StoreUnavailable",
+    "ToolArgumentsError",
+    "UncertainEffect",
+    "UsageError",
+    "sleep",
+    "sleep_sync",
+    "step",
+    "workflow",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = "agentdur"
+del _name, _obj

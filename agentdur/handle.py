@@ -1,0 +1,119 @@
+"""RunHandle: what `start` returns, to wait for a run's outcome or look at its status."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import TYPE_CHECKING, Any
+
+from agentdur import codec
+from agentdur.errors import (
+    FencedError,
+    RunCancelledError,
+    RunFailedError,
+    StepFailed,
+    UsageError,
+)
+from agentdur.store import FINISHED
+from agentdur.workflow import find_workflow
+
+if TYPE_CHECKING:
+    from agentdur.runtime import Runtime
+
+_POLL_FIRST, _POLL_MAX = 0.02, 0.5
+
+
+class RunHandle:
+    """A run started or found by a Runtime.
+
+    When the run executes in this process, waiting follows it directly; otherwise
+    (another process runs it, or it was taken over) waiting polls the store.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        future: concurrent.futures.Future[Any] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self._future = future
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id}>"
+
+    def status(self) -> str:
+        """The run's recorded status."""
+        return self.runtime.get_run(self.run_id).status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Blocking form of `aresult`."""
+        if self.runtime._in_loop_thread():
+            raise UsageError(
+                "handle.result() would block the runtime's event loop here: "
+                "use `await handle.aresult()`"
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._future is not None:
+            try:
+                return self._future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
+            except FencedError:
+                pass  # another executor continues the run: follow it in the store
+        delay = _POLL_FIRST
+        while True:
+            outcome = self._stored_outcome()
+            if outcome is not None:
+                return outcome()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """Wait for the run's output; its error is re-raised (as its type where possible).
+
+        Raises `RunCancelledError` for a cancelled run and `TimeoutError` after `timeout`.
+        """
+        if self._future is not None:
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(self._future), timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
+            except FencedError:
+                pass
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        delay = _POLL_FIRST
+        while True:
+            outcome = await asyncio.to_thread(self._stored_outcome)
+            if outcome is not None:
+                return outcome()
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    def _stored_outcome(self) -> Any:
+        """None while unfinished; else a callable returning the output or raising."""
+        run = self.runtime.get_run(self.run_id)
+        if run.status not in FINISHED:
+            return None
+        if run.status == "SUCCEEDED":
+            wf = find_workflow(run.workflow)
+            value = codec.from_json(run.output, wf.return_type) if wf else run.output
+            return lambda: value
+        if run.status == "CANCELLED":
+            error: BaseException = RunCancelledError(self.run_id)
+        else:
+            error = codec.decode_error(run.error or {})
+            if isinstance(error, StepFailed):
+                error = RunFailedError(self.run_id, run.error or {})
+
+        def fail() -> Any:
+            raise error
+
+        return fail

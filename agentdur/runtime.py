@@ -1,0 +1,401 @@
+"""Runtime: the object an application creates to run durable workflows.
+
+It owns the store, the executor identity, the background event loop every run executes
+on, the heartbeat that extends this executor's leases, and recovery. Blocking methods
+(`run`, `start`, `recover`, ...) are thin faces over work done on the runtime's loop;
+their `a`-prefixed twins await the same work from any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from agentdur import codec
+from agentdur.context import RunContext
+from agentdur.errors import FencedError, RunInputMismatchError, RunNotFoundError, UsageError
+from agentdur.handle import RunHandle
+from agentdur.loop import LoopThread
+from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
+from agentdur.workflow import Workflow, find_workflow, lookup_workflow
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite:///agentdur.db"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Runtime:
+    """Runs workflows durably against one database.
+
+    Args:
+        database_url: `sqlite:///path.db`, `sqlite:////abs/path.db` or
+            `postgresql://user:password@host:port/db`; defaults to the environment
+            variable AGENTDUR_DATABASE_URL, else `sqlite:///agentdur.db`.
+        executor_id: this process's identity as an owner of runs. A restarted process
+            with the same id resumes its own runs at once; defaults to
+            AGENTDUR_EXECUTOR_ID, else "local". Processes that run at the same time
+            against one database need distinct ids (workers make their own).
+        recover: resume this executor's unfinished runs (and expired ones) when opened.
+        auto_migrate: apply pending schema migrations when opened; when false an older
+            schema is an error that says to run `agentdur db migrate`.
+        lease_seconds: how long a run stays owned without a heartbeat.
+        clock: the source of the current time (tests move it instead of sleeping).
+
+    The constructor does no I/O: the store opens on first use, on `open()`, or on
+    entering `with Runtime(...) as rt`.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        executor_id: str | None = None,
+        recover: bool = False,
+        auto_migrate: bool = True,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        url = database_url or os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.store: SqlStore = open_store(url)
+        self.executor_id = executor_id or os.environ.get("AGENTDUR_EXECUTOR_ID") or "local"
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._recover_on_open = recover
+        self._auto_migrate = auto_migrate
+        self._open_lock = threading.RLock()
+        self._schema_checked = False
+        self._loop: LoopThread | None = None
+        self._heartbeat: concurrent.futures.Future[None] | None = None
+        self._active: dict[str, RunContext] = {}
+        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, password masked."""
+        return self.store.url
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> Runtime:
+        """Connect, check or migrate the schema, start the loop and the heartbeat."""
+        with self._open_lock:
+            if self._loop is not None:
+                return self
+            self._ensure_store()
+            self._loop = LoopThread()
+            self._beat()
+            self._heartbeat = self._loop.submit(self._heartbeat_loop())
+        if self._recover_on_open:
+            self.recover()
+        return self
+
+    def close(self) -> None:
+        """Stop the loop and release connections (idempotent).
+
+        Runs still executing stay RUNNING under this executor and are resumed by the
+        next `recover()` of an executor with this id, or by any executor once their
+        lease expires.
+        """
+        with self._open_lock:
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                if self._heartbeat is not None:
+                    self._heartbeat.cancel()
+                loop.stop()
+            self.store.close()
+            self._schema_checked = False
+
+    def __enter__(self) -> Runtime:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Runtime:
+        await asyncio.to_thread(self.open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def _ensure_store(self) -> SqlStore:
+        """Connect and check the schema once; enough for reading without running."""
+        with self._open_lock:
+            if not self._schema_checked:
+                self.store.open()
+                try:
+                    self.store.ensure_schema(migrate=self._auto_migrate)
+                except BaseException:
+                    self.store.close()
+                    raise
+                self._schema_checked = True
+        return self.store
+
+    def _loop_thread(self) -> LoopThread:
+        if self._loop is None:
+            self.open()
+        assert self._loop is not None
+        return self._loop
+
+    # -- starting runs -----------------------------------------------------------------
+
+    def start(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Blocking form of `astart`."""
+        wf = self._resolve(fn)
+        loop = self._loop_thread()
+        run_id = run_id or uuid.uuid4().hex
+        input_data = wf.encode_input(args, kwargs)
+        now = self.clock()
+        info = RunInfo(
+            run_id=run_id,
+            workflow=wf.name,
+            status="RUNNING",
+            input=input_data,
+            owner=self.executor_id,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+            epoch=1,
+            attempts=1,
+            created_at=now,
+            started_at=now,
+        )
+        if not self.store.create_run(info, input_json=codec.dumps(input_data)):
+            return self._existing(run_id, wf, input_data)
+        ctx = self._context(run_id, wf.name, epoch=1, recorded={})
+        return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
+
+    async def astart(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Start a run of a workflow and return its handle without waiting for it.
+
+        Starting with a `run_id` that exists returns that run and executes nothing
+        again; the same id with another workflow or input is `RunInputMismatchError`.
+        """
+        return await asyncio.to_thread(
+            functools.partial(self.start, fn, *args, run_id=run_id, **kwargs)
+        )
+
+    def run(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Blocking form of `arun`."""
+        return self.start(fn, *args, run_id=run_id, **kwargs).result()
+
+    async def arun(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Start a run and wait for its output (or its error, re-raised)."""
+        handle = await self.astart(fn, *args, run_id=run_id, **kwargs)
+        return await handle.aresult()
+
+    def _resolve(self, fn: Workflow[Any] | str) -> Workflow[Any]:
+        if isinstance(fn, Workflow):
+            return fn
+        if isinstance(fn, str):
+            return lookup_workflow(fn)
+        raise UsageError(
+            f"{fn!r} is not a workflow: decorate it with @agentdur.workflow before starting it"
+        )
+
+    def _existing(self, run_id: str, wf: Workflow[Any], input_data: Any) -> RunHandle:
+        existing = self.get_run(run_id)
+        if existing.workflow != wf.name:
+            raise RunInputMismatchError(run_id, f"workflow {existing.workflow!r}")
+        if existing.input != input_data:
+            raise RunInputMismatchError(run_id, "another input")
+        return RunHandle(self, run_id, self._futures.get(run_id))
+
+    def _context(
+        self, run_id: str, workflow: str, *, epoch: int, recorded: dict[int, StepInfo]
+    ) -> RunContext:
+        return RunContext(
+            store=self.store,
+            clock=self.clock,
+            run_id=run_id,
+            workflow=workflow,
+            epoch=epoch,
+            recorded=recorded,
+        )
+
+    def _launch(
+        self, loop: LoopThread, ctx: RunContext, wf: Workflow[Any], input_data: Any
+    ) -> concurrent.futures.Future[Any]:
+        args, kwargs = wf.decode_input(input_data)
+        self._active[ctx.run_id] = ctx
+        future = loop.submit(self._execute(ctx, wf, args, kwargs))
+        self._futures[ctx.run_id] = future
+        future.add_done_callback(lambda _: self._futures.pop(ctx.run_id, None))
+        return future
+
+    async def _execute(
+        self, ctx: RunContext, wf: Workflow[Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        token = ctx.activate()
+        try:
+            try:
+                if wf.is_async:
+                    result = await wf.fn(*args, **kwargs)
+                else:
+                    call = functools.partial(
+                        contextvars.copy_context().run, wf.fn, *args, **kwargs
+                    )
+                    result = await asyncio.get_running_loop().run_in_executor(None, call)
+                output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
+            except Exception as exc:
+                ctx.check_signals()
+                self._finish(ctx, "FAILED", error=codec.encode_error(exc))
+                raise
+            ctx.check_signals()
+            self._finish(ctx, "SUCCEEDED", output=output)
+            return codec.from_json(output, wf.return_type)
+        finally:
+            ctx.deactivate(token)
+            if self._active.get(ctx.run_id) is ctx:
+                del self._active[ctx.run_id]
+
+    def _finish(self, ctx: RunContext, status: str, *, output: Any = None, error: Any = None) -> None:
+        if ctx.replay:
+            return
+        try:
+            self.store.finish_run(
+                ctx.run_id,
+                epoch=ctx.epoch,
+                status=status,
+                output_json=None if output is None else codec.dumps(output),
+                error_json=None if error is None else codec.dumps(error),
+                now=self.clock(),
+            )
+        except FencedError:
+            ctx.explain_refusal()
+
+    # -- recovery, heartbeat, cancel ---------------------------------------------------
+
+    def recover(self) -> list[RunHandle]:
+        """Resume every unfinished run this executor may take.
+
+        That is its own runs from an earlier process with the same executor id, and any
+        run whose lease expired. A run whose workflow is not registered in this process
+        is left untouched, with a warning.
+        """
+        loop = self._loop_thread()
+        handles = []
+        now = self.clock()
+        for run_id, workflow_name in self.store.recoverable_runs(owner=self.executor_id, now=now):
+            if run_id in self._active:
+                handles.append(RunHandle(self, run_id, self._futures.get(run_id)))
+                continue
+            wf = find_workflow(workflow_name)
+            if wf is None:
+                logger.warning(
+                    "run %s was not recovered: its workflow %r is not registered in this "
+                    "process (import the module that defines it)",
+                    run_id,
+                    workflow_name,
+                )
+                continue
+            claimed = self.store.claim_run(
+                run_id,
+                owner=self.executor_id,
+                now=now,
+                lease_until=now + timedelta(seconds=self.lease_seconds),
+            )
+            if claimed is None:
+                continue
+            recorded = {step.step_index: step for step in self.store.steps(run_id)}
+            ctx = self._context(run_id, wf.name, epoch=claimed.epoch, recorded=recorded)
+            logger.info("recovering run %s at step %d", run_id, len(recorded))
+            handles.append(RunHandle(self, run_id, self._launch(loop, ctx, wf, claimed.input)))
+        return handles
+
+    async def arecover(self) -> list[RunHandle]:
+        """Async twin of `recover`."""
+        return await asyncio.to_thread(self.recover)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: it stops at its next step boundary with status CANCELLED.
+
+        Returns False if the run had already finished.
+        """
+        self._loop_thread()
+        cancelled = self.store.cancel_run(run_id, now=self.clock())
+        if not cancelled:
+            self.get_run(run_id)  # raises RunNotFoundError for an unknown id
+        ctx = self._active.get(run_id)
+        if ctx is not None:
+            ctx.cancelled = True
+        return cancelled
+
+    def _beat(self) -> set[str]:
+        now = self.clock()
+        return self.store.heartbeat(
+            executor_id=self.executor_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            now=now,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                owned = self._beat()
+            except Exception:
+                logger.exception("heartbeat failed; retrying")
+                continue
+            for run_id, ctx in list(self._active.items()):
+                if run_id not in owned and not ctx.replay:
+                    self._notice_lost(ctx)
+
+    def _notice_lost(self, ctx: RunContext) -> None:
+        run = self.store.get_run(ctx.run_id)
+        if run is None:
+            return
+        if run.status == "CANCELLED":
+            ctx.cancelled = True
+        elif run.status == "RUNNING" and run.owner != self.executor_id:
+            ctx.fenced = True
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run as recorded; `RunNotFoundError` if there is none."""
+        run = self._ensure_store().get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Recorded runs, newest first."""
+        return self._ensure_store().list_runs(status=status, workflow=workflow, limit=limit)
+
+    def steps(self, run_id: str) -> list[StepInfo]:
+        """The recorded steps of a run in index order."""
+        self.get_run(run_id)
+        return self.store.steps(run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run (to wait for its result)."""
+        self.get_run(run_id)
+        return RunHandle(self, run_id, self._futures.get(run_id))
+
+    def _in_loop_thread(self) -> bool:
+        return self._loop is not None and self._loop.in_loop_thread()

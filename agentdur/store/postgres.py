@@ -1,0 +1,211 @@
+"""PostgreSQL store: psycopg 3 with a connection pool, JSONB values, schema `agentdur`.
+
+Connections are in autocommit mode, so a one-statement operation (a step checkpoint) is
+one round trip and one commit. The fencing check of a step write locks the run row
+`FOR SHARE`, so a takeover (which updates that row) and a late write of the old owner
+are serialised: either the write lands before the takeover reads the recording, or it is
+refused.
+
+The statements below carry the same names as in sqlite.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from agentdur.errors import StoreUnavailable
+from agentdur.store.base import Cursor, SqlStore
+
+RUN_COLUMNS_SQL = (
+    "run_id, workflow, status, input, output, error, parent_run_id, forked_from, forked_at, "
+    "queue, priority, dedup_id, owner, lease_until, epoch, attempts, created_at, started_at, "
+    "finished_at, metadata"
+)
+STEP_COLUMNS_SQL = (
+    "run_id, step_index, name, kind, status, input, output, error, attempts, idempotency_key, "
+    "request_hash, model, usage, started_at, finished_at, inherited_from, edited, dry_run, "
+    "deduplicated"
+)
+
+SCHEMA_VERSION_TABLE_EXISTS = (
+    "SELECT 1 FROM pg_tables WHERE schemaname = 'agentdur' AND tablename = 'schema_version'"
+)
+SCHEMA_VERSION = "SELECT max(version) FROM agentdur.schema_version"
+CREATE_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS agentdur.schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
+INSERT_SCHEMA_VERSION = (
+    "INSERT INTO agentdur.schema_version (version, name) VALUES (%(version)s, %(name)s)"
+)
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock(4242001)"
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS agentdur"
+
+CREATE_RUN = (
+    "INSERT INTO agentdur.runs (" + RUN_COLUMNS_SQL + ") VALUES (%(run_id)s, %(workflow)s,"
+    " %(status)s, %(input)s::jsonb, %(output)s::jsonb, %(error)s::jsonb, %(parent_run_id)s,"
+    " %(forked_from)s, %(forked_at)s, %(queue)s, %(priority)s, %(dedup_id)s, %(owner)s,"
+    " %(lease_until)s, %(epoch)s, %(attempts)s, %(created_at)s, %(started_at)s,"
+    " %(finished_at)s, %(metadata)s::jsonb) ON CONFLICT (run_id) DO NOTHING"
+)
+GET_RUN = "SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs WHERE run_id = %(run_id)s"
+LIST_RUNS = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs"
+    " WHERE (%(status)s::text IS NULL OR status = %(status)s)"
+    " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+    " ORDER BY created_at DESC, run_id LIMIT %(limit)s"
+)
+FINISH_RUN = """
+UPDATE agentdur.runs SET status = %(status)s, output = %(output)s::jsonb,
+    error = %(error)s::jsonb, finished_at = %(now)s, owner = NULL, lease_until = NULL
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
+CLAIM_RUN = (
+    "UPDATE agentdur.runs SET owner = %(owner)s, epoch = epoch + 1,"
+    " lease_until = %(lease_until)s, status = 'RUNNING',"
+    " started_at = coalesce(started_at, %(now)s), attempts = attempts + 1"
+    " WHERE run_id = %(run_id)s AND status IN ('PENDING', 'RUNNING')"
+    " AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s)"
+    " RETURNING " + RUN_COLUMNS_SQL
+)
+RECOVERABLE_RUNS = """
+SELECT run_id, workflow FROM agentdur.runs
+WHERE status IN ('PENDING', 'RUNNING')
+    AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s)
+ORDER BY created_at"""
+UPSERT_EXECUTOR = """
+INSERT INTO agentdur.executors (executor_id, host, pid, heartbeat_at)
+VALUES (%(executor_id)s, %(host)s, %(pid)s, %(now)s)
+ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+    heartbeat_at = excluded.heartbeat_at"""
+EXTEND_LEASES = """
+UPDATE agentdur.runs SET lease_until = %(lease_until)s
+WHERE owner = %(executor_id)s AND status = 'RUNNING'
+RETURNING run_id"""
+CANCEL_RUN = """
+UPDATE agentdur.runs SET status = 'CANCELLED', finished_at = %(now)s, owner = NULL,
+    lease_until = NULL
+WHERE run_id = %(run_id)s
+    AND status IN ('PENDING', 'ENQUEUED', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION')"""
+
+LOAD_STEPS = (
+    "SELECT " + STEP_COLUMNS_SQL + " FROM agentdur.steps WHERE run_id = %(run_id)s"
+    " ORDER BY step_index"
+)
+RECORD_STEP = (
+    "INSERT INTO agentdur.steps (" + STEP_COLUMNS_SQL + ")"
+    " SELECT %(run_id)s, %(step_index)s, %(name)s, %(kind)s, %(status)s, %(input)s::jsonb,"
+    " %(output)s::jsonb, %(error)s::jsonb, %(attempts)s, %(idempotency_key)s,"
+    " %(request_hash)s, %(model)s, %(usage)s::jsonb, %(started_at)s, %(finished_at)s,"
+    " %(inherited_from)s, %(edited)s, %(dry_run)s, %(deduplicated)s"
+    " WHERE EXISTS (SELECT 1 FROM agentdur.runs WHERE run_id = %(run_id)s"
+    " AND epoch = %(epoch)s AND status = 'RUNNING' FOR SHARE)"
+    " ON CONFLICT (run_id, step_index) DO UPDATE SET status = excluded.status,"
+    " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
+    " usage = excluded.usage, finished_at = excluded.finished_at"
+    " WHERE agentdur.steps.status IN ('STARTED', 'WAITING')"
+)
+
+
+def mask_password(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc=userinfo + "@" + netloc[1]))
+
+
+class PostgresStore(SqlStore):
+    """Store on PostgreSQL, in schema `agentdur`."""
+
+    dialect = "postgres"
+    sql = sys.modules[__name__]
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0):
+        self._conninfo = url
+        self.url = mask_password(url)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: Any = None
+
+    def open(self) -> None:
+        if self._pool is not None:
+            return
+        import psycopg_pool
+
+        pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout))},
+            open=False,
+            timeout=self._timeout,
+            name="agentdur",
+        )
+        try:
+            pool.open(wait=True, timeout=self._timeout)
+        except Exception as exc:
+            pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}: "
+                f"{_masked(str(exc), self._conninfo)}. Is the server running and the URL right?",
+                url=self.url,
+            ) from None
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _get_pool(self) -> Any:
+        if self._pool is None:
+            self.open()
+        return self._pool
+
+    @contextmanager
+    def statement(self) -> Iterator[Cursor]:
+        with self._get_pool().connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with (
+            self._get_pool().connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield cur
+
+    def _lock_migrations(self, cur: Cursor) -> None:
+        cur.execute(LOCK_MIGRATIONS)
+        cur.execute(CREATE_SCHEMA)
+
+    def _json_param(self, text: str | None) -> Any:
+        return text
+
+    def _json_value(self, value: Any) -> Any:
+        return value
+
+    def _time_param(self, when: datetime | None) -> Any:
+        return when
+
+    def _time_value(self, value: Any) -> datetime | None:
+        return value  # type: ignore[no-any-return]
+
+
+def _masked(text: str, conninfo: str) -> str:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(conninfo).password
+    return text.replace(password, "***") if password else text

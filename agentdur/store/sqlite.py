@@ -1,0 +1,214 @@
+"""SQLite store: stdlib sqlite3 in WAL mode, safe for several processes on one machine.
+
+One connection per store, shared by the runtime's threads under a lock; each write is
+one short transaction (`BEGIN IMMEDIATE` when it spans statements, so concurrent writers
+queue on SQLite's lock instead of failing). `synchronous=FULL` by default: a recorded
+step survives power loss, not only a crash of the process.
+
+The statements below carry the same names as in postgres.py, so the dialects can be read
+side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from agentdur.errors import ConfigurationError, StoreUnavailable
+from agentdur.store.base import Cursor, SqlStore
+
+RUN_COLUMNS_SQL = (
+    "run_id, workflow, status, input, output, error, parent_run_id, forked_from, forked_at, "
+    "queue, priority, dedup_id, owner, lease_until, epoch, attempts, created_at, started_at, "
+    "finished_at, metadata"
+)
+STEP_COLUMNS_SQL = (
+    "run_id, step_index, name, kind, status, input, output, error, attempts, idempotency_key, "
+    "request_hash, model, usage, started_at, finished_at, inherited_from, edited, dry_run, "
+    "deduplicated"
+)
+
+SCHEMA_VERSION_TABLE_EXISTS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+)
+SCHEMA_VERSION = "SELECT max(version) FROM schema_version"
+CREATE_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
+)"""
+INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (version, name) VALUES (:version, :name)"
+
+CREATE_RUN = (
+    "INSERT INTO runs (" + RUN_COLUMNS_SQL + ") VALUES (:run_id, :workflow, :status, :input, "
+    ":output, :error, :parent_run_id, :forked_from, :forked_at, :queue, :priority, :dedup_id, "
+    ":owner, :lease_until, :epoch, :attempts, :created_at, :started_at, :finished_at, "
+    ":metadata) ON CONFLICT (run_id) DO NOTHING"
+)
+GET_RUN = "SELECT " + RUN_COLUMNS_SQL + " FROM runs WHERE run_id = :run_id"
+LIST_RUNS = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM runs"
+    " WHERE (:status IS NULL OR status = :status) AND (:workflow IS NULL OR workflow = :workflow)"
+    " ORDER BY created_at DESC, run_id LIMIT :limit"
+)
+FINISH_RUN = """
+UPDATE runs SET status = :status, output = :output, error = :error, finished_at = :now,
+    owner = NULL, lease_until = NULL
+WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
+CLAIM_RUN = (
+    "UPDATE runs SET owner = :owner, epoch = epoch + 1, lease_until = :lease_until,"
+    " status = 'RUNNING', started_at = coalesce(started_at, :now), attempts = attempts + 1"
+    " WHERE run_id = :run_id AND status IN ('PENDING', 'RUNNING')"
+    " AND (owner IS NULL OR owner = :owner OR lease_until < :now)"
+    " RETURNING " + RUN_COLUMNS_SQL
+)
+RECOVERABLE_RUNS = """
+SELECT run_id, workflow FROM runs
+WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR owner = :owner OR lease_until < :now)
+ORDER BY created_at"""
+UPSERT_EXECUTOR = """
+INSERT INTO executors (executor_id, host, pid, heartbeat_at)
+VALUES (:executor_id, :host, :pid, :now)
+ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+    heartbeat_at = excluded.heartbeat_at"""
+EXTEND_LEASES = """
+UPDATE runs SET lease_until = :lease_until
+WHERE owner = :executor_id AND status = 'RUNNING'
+RETURNING run_id"""
+CANCEL_RUN = """
+UPDATE runs SET status = 'CANCELLED', finished_at = :now, owner = NULL, lease_until = NULL
+WHERE run_id = :run_id
+    AND status IN ('PENDING', 'ENQUEUED', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION')"""
+
+LOAD_STEPS = (
+    "SELECT " + STEP_COLUMNS_SQL + " FROM steps WHERE run_id = :run_id ORDER BY step_index"
+)
+RECORD_STEP = (
+    "INSERT INTO steps (" + STEP_COLUMNS_SQL + ")"
+    " SELECT :run_id, :step_index, :name, :kind, :status, :input, :output, :error, :attempts,"
+    " :idempotency_key, :request_hash, :model, :usage, :started_at, :finished_at,"
+    " :inherited_from, :edited, :dry_run, :deduplicated"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = :run_id AND epoch = :epoch"
+    " AND status = 'RUNNING')"
+    " ON CONFLICT (run_id, step_index) DO UPDATE SET status = excluded.status,"
+    " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
+    " usage = excluded.usage, finished_at = excluded.finished_at"
+    " WHERE steps.status IN ('STARTED', 'WAITING')"
+)
+
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+_SYNCHRONOUS = {
+    "FULL": "PRAGMA synchronous=FULL",
+    "NORMAL": "PRAGMA synchronous=NORMAL",
+    "OFF": "PRAGMA synchronous=OFF",
+}
+
+
+class SqliteStore(SqlStore):
+    """Store on a SQLite file (or `:memory:` for throwaway use)."""
+
+    dialect = "sqlite"
+    sql = sys.modules[__name__]
+
+    def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
+            )
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            if self.path != ":memory:":
+                parent = Path(self.path).expanduser().resolve().parent
+                if not parent.is_dir():
+                    raise StoreUnavailable(
+                        f"cannot open SQLite database {self.url}: folder {parent} does not exist",
+                        url=self.url,
+                    )
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SYNCHRONOUS[self._synchronous])
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(
+                    f"cannot open SQLite database {self.url}: {exc}", url=self.url
+                ) from exc
+            self._conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    @contextmanager
+    def statement(self) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._connection().cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def _lock_migrations(self, cur: Cursor) -> None:
+        # BEGIN IMMEDIATE already holds SQLite's write lock for the whole migration.
+        pass
+
+    def _json_param(self, text: str | None) -> Any:
+        return text
+
+    def _json_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def _time_param(self, when: datetime | None) -> Any:
+        if when is None:
+            return None
+        return when.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+    def _time_value(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)

@@ -1,0 +1,369 @@
+"""`@workflow`, `@step` and durable `sleep`: the user-facing durable primitives.
+
+A workflow is registered by name when it is decorated (at import time), so a process
+that recovers a run finds its code by the name recorded on the run. A step call takes
+its index synchronously (see context.py), then either returns the recorded outcome or
+executes, retrying per its `RetryPolicy`, and records the outcome in one write.
+
+Async steps are awaited on the runtime's loop; sync steps run where they are called:
+inside a sync workflow, which the runtime runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar, overload
+
+from agentdur import codec
+from agentdur.context import FINISHED_STEP, RunContext, current_run
+from agentdur.errors import NotRegisteredError, OutsideRunError, UsageError
+from agentdur.retry import RetryPolicy
+from agentdur.store import StepInfo
+
+F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
+
+_WORKFLOWS: dict[str, Workflow[Any]] = {}
+
+
+def is_async_callable(obj: Any) -> bool:
+    """True for `async def` functions, also behind functools.partial or as __call__."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))
+    )
+
+
+class Workflow(Generic[R]):
+    """A registered workflow function. Start it with `rt.run(wf, ...)`, not by calling it."""
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self.is_async = is_async_callable(fn)
+        self.signature = inspect.signature(fn)
+        self.parameter_types = codec.parameter_annotations(fn)
+        self.return_type = codec.return_annotation(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise OutsideRunError(
+            f"workflow {self.name!r} was called directly. Start it through a Runtime so it is "
+            f"durable: `rt.run({self.fn.__name__}, ...)` or `handle = rt.start(...)`."
+        )
+
+    def encode_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The run's input as JSON: `{"args": [...], "kwargs": {...}}`."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise UsageError(f"cannot start workflow {self.name!r}: {exc}") from None
+        return {
+            "args": codec.to_json(list(args), what=f"the input of workflow {self.name!r}"),
+            "kwargs": codec.to_json(kwargs, what=f"the input of workflow {self.name!r}"),
+        }
+
+    def decode_input(self, data: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Rebuild typed arguments from the recorded input, using the parameter annotations."""
+        names = list(self.signature.parameters)
+        args = [
+            codec.from_json(value, self.parameter_types.get(names[i], inspect.Parameter.empty))
+            if i < len(names)
+            else value
+            for i, value in enumerate(data.get("args", []))
+        ]
+        kwargs = {
+            key: codec.from_json(value, self.parameter_types.get(key, inspect.Parameter.empty))
+            for key, value in data.get("kwargs", {}).items()
+        }
+        return args, kwargs
+
+
+def register_workflow(wf: Workflow[Any]) -> None:
+    """Add a workflow to the process-wide registry; a clash of names is an error."""
+    existing = _WORKFLOWS.get(wf.name)
+    if existing is not None and existing.fn is not wf.fn:
+        same_place = (
+            existing.fn.__module__ == wf.fn.__module__
+            and existing.fn.__qualname__ == wf.fn.__qualname__
+        )
+        if not same_place:
+            raise UsageError(
+                f"workflow name {wf.name!r} is taken by {existing.fn.__module__}."
+                f"{existing.fn.__qualname__}; give one of them another name: "
+                "@agentdur.workflow(name=...)"
+            )
+    _WORKFLOWS[wf.name] = wf
+
+
+def lookup_workflow(name: str) -> Workflow[Any]:
+    """The registered workflow of that name, or NotRegisteredError."""
+    try:
+        return _WORKFLOWS[name]
+    except KeyError:
+        raise NotRegisteredError(
+            f"workflow {name!r} is not registered in this process: import the module that "
+            "defines it before starting or recovering its runs",
+            name=name,
+        ) from None
+
+
+def find_workflow(name: str) -> Workflow[Any] | None:
+    return _WORKFLOWS.get(name)
+
+
+@overload
+def workflow(fn: F, /) -> Workflow[Any]: ...
+@overload
+def workflow(*, name: str | None = None) -> Callable[[F], Workflow[Any]]: ...
+def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
+    """Declare a durable workflow: its body is re-executed on recovery, its steps are not.
+
+    The body must be deterministic except through steps. `name` defaults to the
+    function's qualified name and is what runs record.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Workflow[Any]:
+        wf: Workflow[Any] = Workflow(func, name or func.__qualname__)
+        register_workflow(wf)
+        return wf
+
+    return decorate(fn) if fn is not None else decorate
+
+
+class Step:
+    """A function whose outcome is recorded; calling it inside a run is a durable step."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, policy: RetryPolicy) -> None:
+        self.fn = fn
+        self.name = name
+        self.policy = policy
+        self.is_async = is_async_callable(fn)
+        self.return_type = codec.return_annotation(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = current_run(f"step {self.name!r}")
+        index = ctx.next_index()
+        if self.is_async:
+            return self._run_async(ctx, index, args, kwargs)
+        _refuse_on_loop(self.name)
+        return self._run_sync(ctx, index, args, kwargs)
+
+    def _recorded(self, ctx: RunContext, index: int) -> StepInfo | None:
+        recorded = ctx.replayed(index, self.name, "step")
+        return recorded if recorded is not None and recorded.status in FINISHED_STEP else None
+
+    def _outcome(self, recorded: StepInfo) -> Any:
+        if recorded.status == "ERROR":
+            raise codec.decode_error(recorded.error or {})
+        return codec.from_json(recorded.output, self.return_type)
+
+    async def _run_async(
+        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        recorded = self._recorded(ctx, index)
+        if recorded is not None:
+            return self._outcome(recorded)
+        started, attempt = ctx.clock(), 0
+        while True:
+            attempt += 1
+            try:
+                result = await self.fn(*args, **kwargs)
+            except Exception as exc:
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            return self._record_success(ctx, index, args, kwargs, started, attempt, result)
+
+    def _run_sync(
+        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        recorded = self._recorded(ctx, index)
+        if recorded is not None:
+            return self._outcome(recorded)
+        started, attempt = ctx.clock(), 0
+        while True:
+            attempt += 1
+            try:
+                result = self.fn(*args, **kwargs)
+            except Exception as exc:
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
+                    raise
+                time.sleep(delay)
+                continue
+            return self._record_success(ctx, index, args, kwargs, started, attempt, result)
+
+    def _record_success(
+        self,
+        ctx: RunContext,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: datetime,
+        attempt: int,
+        result: Any,
+    ) -> Any:
+        output = codec.to_json(result, what=f"the output of step {index} {self.name!r}")
+        ctx.record(
+            self._info(ctx, index, "SUCCEEDED", started, attempt),
+            input_data=_input_record(args, kwargs),
+            output_data=output,
+        )
+        # Return what a replay would return, so live and recovered runs see the same value.
+        return codec.from_json(output, self.return_type)
+
+    def _record_error(
+        self,
+        ctx: RunContext,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: datetime,
+        attempt: int,
+        exc: BaseException,
+    ) -> None:
+        ctx.record(
+            self._info(ctx, index, "ERROR", started, attempt),
+            input_data=_input_record(args, kwargs),
+            error_data=codec.encode_error(exc),
+        )
+
+    def _info(
+        self, ctx: RunContext, index: int, status: str, started: datetime, attempts: int
+    ) -> StepInfo:
+        return StepInfo(
+            run_id=ctx.run_id,
+            step_index=index,
+            name=self.name,
+            kind="step",
+            status=status,
+            attempts=attempts,
+            started_at=started,
+            finished_at=ctx.clock(),
+        )
+
+
+def _input_record(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A step's arguments for the audit; a value JSON cannot hold is named, not stored."""
+    record: dict[str, Any] = {}
+    if args:
+        record["args"] = [_lenient(value) for value in args]
+    if kwargs:
+        record["kwargs"] = {key: _lenient(value) for key, value in kwargs.items()}
+    return record or None
+
+
+def _lenient(value: Any) -> Any:
+    try:
+        return codec.to_json(value, what="a step argument")
+    except Exception:
+        return {"unserializable": type(value).__qualname__}
+
+
+def _refuse_on_loop(name: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UsageError(
+        f"step {name!r} is a sync function called from async code, where it would block the "
+        "event loop: declare it `async def`, or call it from a sync workflow"
+    )
+
+
+@overload
+def step(fn: F, /) -> Step: ...
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_delay: float = 60.0,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+) -> Callable[[F], Step]: ...
+def step(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 1.0,
+    max_delay: float = 60.0,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+) -> Any:
+    """Declare a durable step: executed once per run, its outcome recorded and replayed.
+
+    Args:
+        name: what the step is recorded as; defaults to the function's qualified name.
+        retries: extra attempts after a failure, with exponential backoff and full jitter.
+        backoff: upper bound of the first retry delay in seconds; doubles per attempt.
+        max_delay: cap on one delay.
+        retry_on: exception types worth retrying; others fail the step at once.
+    """
+    policy = RetryPolicy(retries=retries, backoff=backoff, max_delay=max_delay, retry_on=retry_on)
+
+    def decorate(func: Callable[..., Any]) -> Step:
+        return Step(func, name or func.__qualname__, policy)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _sleep_deadline(ctx: RunContext, index: int, seconds: float) -> datetime:
+    recorded = ctx.replayed(index, "sleep", "sleep")
+    if recorded is not None:
+        return datetime.fromisoformat(recorded.output["until"])
+    now = ctx.clock()
+    until = now + timedelta(seconds=max(0.0, seconds))
+    ctx.record(
+        StepInfo(
+            run_id=ctx.run_id,
+            step_index=index,
+            name="sleep",
+            kind="sleep",
+            status="SUCCEEDED",
+            started_at=now,
+            finished_at=now,
+        ),
+        input_data={"seconds": seconds},
+        output_data={"until": until.isoformat()},
+    )
+    return until
+
+
+def sleep(seconds: float) -> Coroutine[Any, Any, None]:
+    """Sleep durably: the deadline is recorded, so after a restart only the rest is slept.
+
+    Use as `await agentdur.sleep(seconds)`; the step index is taken at the call.
+    """
+    ctx = current_run("agentdur.sleep")
+    index = ctx.next_index()
+
+    async def sleeping() -> None:
+        await ctx.sleep_until(_sleep_deadline(ctx, index, seconds))
+
+    return sleeping()
+
+
+def sleep_sync(seconds: float) -> None:
+    """Blocking form of `sleep`, for sync workflows."""
+    ctx = current_run("agentdur.sleep_sync")
+    until = _sleep_deadline(ctx, ctx.next_index(), seconds)
+    while True:
+        ctx.check_signals()
+        remaining = (until - ctx.clock()).total_seconds()
+        if remaining <= 0:
+            return
+        time.sleep(min(remaining, 0.25))
