@@ -188,10 +188,8 @@ class Tool:
         """
         value: Any = raw
         if isinstance(raw, str):
-            if not raw.strip():
-                return {}
             try:
-                value = json.loads(raw, parse_constant=_reject_constant)
+                value = json.loads(raw if raw.strip() else "{}", parse_constant=_reject_constant)
             except json.JSONDecodeError as exc:
                 where = f"line {exc.lineno}, column {exc.colno}"
                 excerpt = repr(raw[max(0, exc.pos - 40) : exc.pos + 40])
@@ -377,9 +375,7 @@ def _inspect_params(
                 problems.append(f"parameter {name!r} is a second ToolContext after {context!r}")
             context = context or name
         elif isinstance(param.default, FieldInfo):
-            problems.append(
-                f"parameter {name!r}: use Annotated[T, Field(...)], not a Field default"
-            )
+            problems.append(f"parameter {name!r}: put Field() in Annotated[], not the default")
         elif not isinstance(ann, str):  # a str is unresolved and reported above
             try:
                 pydantic.TypeAdapter(ann).json_schema()
@@ -398,9 +394,8 @@ def _inspect_params(
 
 
 def _has_description(annotation: Any) -> bool:
-    if get_origin(annotation) is not Annotated:
-        return False
-    return any(isinstance(m, FieldInfo) and m.description for m in get_args(annotation)[1:])
+    metadata = get_args(annotation)[1:] if get_origin(annotation) is Annotated else ()
+    return any(isinstance(m, FieldInfo) and m.description for m in metadata)
 
 
 def _check_key_format(key: str, names: list[str]) -> list[str]:
