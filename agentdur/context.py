@@ -119,7 +119,7 @@ class RunContext:
         """
         self.check_signals()
         recorded = self.recorded.get(index)
-        requested = f"{kind} step {name!r}"
+        requested = f"{kind} {name!r}"
         if recorded is None:
             if self.replay:
                 last = max(self.recorded, default=-1)
@@ -129,7 +129,7 @@ class RunContext:
             return None
         if recorded.name != name or recorded.kind != kind:
             raise NonDeterminismError(
-                self.run_id, index, f"{recorded.kind} step {recorded.name!r}", requested
+                self.run_id, index, f"{recorded.kind} {recorded.name!r}", requested
             )
         if (
             request_hash is not None
@@ -139,7 +139,7 @@ class RunContext:
             raise NonDeterminismError(
                 self.run_id,
                 index,
-                f"{kind} step {name!r} with request hash {recorded.request_hash[:12]}",
+                f"{kind} {name!r} with request hash {recorded.request_hash[:12]}",
                 f"the same step with another request (hash {request_hash[:12]})",
             )
         if self.on_step is not None and recorded.status in FINISHED_STEP:

@@ -116,8 +116,8 @@ def test_changed_code_ends_in_nondeterminism_recorded_on_the_run(database_url: s
         with pytest.raises(agentdur.NonDeterminismError) as info:
             handle.result(timeout=20)
         assert info.value.index == 1
-        assert info.value.recorded == "step step 'record'"
-        assert info.value.requested == "step step 'other'"
+        assert info.value.recorded == "step 'record'"
+        assert info.value.requested == "step 'other'"
         run = second.get_run("r6")
         assert run.status == "FAILED"
         assert run.error["type"] == "NonDeterminismError"

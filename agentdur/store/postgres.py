@@ -141,8 +141,19 @@ class PostgresStore(SqlStore):
     def open(self) -> None:
         if self._pool is not None:
             return
+        import psycopg
         import psycopg_pool
 
+        try:
+            # One direct attempt first: the pool would keep retrying until its timeout.
+            psycopg.connect(self._conninfo, connect_timeout=max(1, int(self._timeout))).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {self.url}: "
+                f"{_masked(str(exc).strip(), self._conninfo)}. "
+                "Is the server running and the URL right?",
+                url=self.url,
+            ) from None
         pool = psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=self._min_size,
