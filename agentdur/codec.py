@@ -15,7 +15,7 @@ import inspect
 import json
 import sys
 import traceback
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 import pydantic_core
@@ -136,15 +136,13 @@ def _imported_class(module_name: str, qualname: str) -> type | None:
 def _instantiate(cls: type, message: str, fields: dict[str, Any]) -> BaseException | None:
     if issubclass(cls, AgentdurError):
         # Our own errors take keyword fields; rebuild them without calling __init__.
-        exc = cls.__new__(cls)
+        exc = cast(BaseException, cls.__new__(cls))
         Exception.__init__(exc, message)
         for key, value in fields.items():
             setattr(exc, key, value)
         return exc
     try:
-        exc = cls(message)
+        plain = cast(BaseException, cls(message))
     except Exception:
         return None
-    if str(exc) != message:
-        return None
-    return exc
+    return plain if str(plain) == message else None

@@ -20,7 +20,13 @@ from agentdur.errors import (
     UsageError,
 )
 
-_NEVER_RETRIED = (FencedError, RunCancelledError, NonDeterminismError, SerializationError, UsageError)
+_NEVER_RETRIED = (
+    FencedError,
+    RunCancelledError,
+    NonDeterminismError,
+    SerializationError,
+    UsageError,
+)
 
 
 @dataclass(frozen=True)

@@ -252,9 +252,7 @@ class Runtime:
                 if wf.is_async:
                     result = await wf.fn(*args, **kwargs)
                 else:
-                    call = functools.partial(
-                        contextvars.copy_context().run, wf.fn, *args, **kwargs
-                    )
+                    call = functools.partial(contextvars.copy_context().run, wf.fn, *args, **kwargs)
                     result = await asyncio.get_running_loop().run_in_executor(None, call)
                 output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
             except Exception as exc:
@@ -269,7 +267,9 @@ class Runtime:
             if self._active.get(ctx.run_id) is ctx:
                 del self._active[ctx.run_id]
 
-    def _finish(self, ctx: RunContext, status: str, *, output: Any = None, error: Any = None) -> None:
+    def _finish(
+        self, ctx: RunContext, status: str, *, output: Any = None, error: Any = None
+    ) -> None:
         if ctx.replay:
             return
         try:

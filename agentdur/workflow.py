@@ -24,20 +24,12 @@ from agentdur.context import FINISHED_STEP, RunContext, current_run
 from agentdur.errors import NotRegisteredError, OutsideRunError, UsageError
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
+from agentdur.tools import is_async_callable
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 _WORKFLOWS: dict[str, Workflow[Any]] = {}
-
-
-def is_async_callable(obj: Any) -> bool:
-    """True for `async def` functions, also behind functools.partial or as __call__."""
-    while isinstance(obj, functools.partial):
-        obj = obj.func
-    return inspect.iscoroutinefunction(obj) or (
-        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))
-    )
 
 
 class Workflow(Generic[R]):

@@ -36,7 +36,9 @@ def test_no_module_over_800_lines() -> None:
 
 
 def test_sql_lives_only_in_the_store() -> None:
-    sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE TABLE)\b.*\b(FROM|SET|VALUES|\()")
+    sql = re.compile(
+        r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE TABLE)\b.*\b(FROM|SET|VALUES|\()"
+    )
     offenders = []
     for path in SOURCES:
         if "store" in path.relative_to(PACKAGE).parts:

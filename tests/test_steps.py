@@ -113,7 +113,9 @@ def test_start_with_existing_run_id_executes_nothing_again(rt: agentdur.Runtime)
 
 def test_same_run_id_with_other_input_is_an_error(rt: agentdur.Runtime) -> None:
     rt.run(counted_flow, 7, run_id="order-8")
-    with pytest.raises(agentdur.RunInputMismatchError, match="'order-8' already exists with another input"):
+    with pytest.raises(
+        agentdur.RunInputMismatchError, match="'order-8' already exists with another input"
+    ):
         rt.start(counted_flow, 8, run_id="order-8")
     assert rt.get_run("order-8").input == {"args": [7], "kwargs": {}}
 
@@ -263,7 +265,9 @@ def test_workflow_called_directly_says_how_to_start_it() -> None:
 
 
 def test_step_called_outside_a_run_is_a_clear_error() -> None:
-    with pytest.raises(agentdur.OutsideRunError, match="step 'sync_double' was called outside a run"):
+    with pytest.raises(
+        agentdur.OutsideRunError, match="step 'sync_double' was called outside a run"
+    ):
         sync_double(1)
 
 
@@ -271,5 +275,5 @@ def test_undecorated_function_is_refused(rt: agentdur.Runtime) -> None:
     async def plain() -> None:
         pass
 
-    with pytest.raises(agentdur.UsageError, match="decorate it with @agentdur.workflow"):
+    with pytest.raises(agentdur.UsageError, match=r"decorate it with @agentdur\.workflow"):
         rt.start(plain)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import ModuleType
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar
 
 from agentdur.errors import ConfigurationError, ModelHTTPError
 from agentdur.models.types import Message, ModelResponse, ToolDefinition
@@ -61,7 +61,9 @@ class StreamDone:
     response: ModelResponse
 
 
-StreamEvent = Union[TextDelta, ToolCallStarted, ToolCallDelta, StreamDone]
+StreamEvent = TextDelta | ToolCallStarted | ToolCallDelta | StreamDone
+
+_M = TypeVar("_M", bound="Model")
 
 
 class Model(ABC):
@@ -102,7 +104,7 @@ class Model(ABC):
             "params": copy.deepcopy(self.params),
         }
 
-    def with_model(self, model_name: str) -> Model:
+    def with_model(self: _M, model_name: str) -> _M:
         """A copy that asks for another model, sharing the client (fork `--model`)."""
         clone = copy.copy(self)
         clone.model_name = model_name
@@ -208,11 +210,14 @@ def split_params(
 
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-# Errors that arrive inside a 200 stream carry only a type; Anthropic documents the status.
+# An error event inside a 200 stream carries only a type; these are the statuses the
+# providers document for each type (Anthropic names, plus OpenAI's stream error types).
 _STATUS_OF_ERROR_TYPE = {
     "overloaded_error": 529,
     "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
     "api_error": 500,
+    "server_error": 500,
     "timeout_error": 504,
     "request_too_large": 413,
     "invalid_request_error": 400,
@@ -227,7 +232,9 @@ def is_retryable_status(status: int) -> bool:
     return status in _RETRYABLE_STATUS or status >= 500
 
 
-def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or HTTP date)."""
     if not headers:
         return None
@@ -256,22 +263,32 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
 
 def status_error(
     api: str,
-    status: int,
+    status: int | None,
     body: Any,
-    headers: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None = None,
     fallback_message: str = "",
 ) -> ModelHTTPError:
-    """The `ModelHTTPError` for an error status (or an error event inside a stream)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    error_type = error.get("type") if isinstance(error, dict) else None
-    if status < 400 and isinstance(error_type, str):
-        status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
+    """The `ModelHTTPError` for an error status, or for an error event inside a stream.
+
+    An error event arrives with the stream's 200 status (or none): its status is then
+    taken from the error type, and stays None when the type is unknown.
+    """
+    error = _error_object(body)
+    error_type = next(
+        (v for v in (error.get("type"), error.get("code")) if isinstance(v, str) and v != "error"),
+        None,
+    )
+    if (status is None or status < 400) and error_type is not None:
+        status = _STATUS_OF_ERROR_TYPE.get(error_type)
+    elif status is not None and status < 400:
+        status = None
     message = _provider_message(body) or fallback_message or "no error message"
-    kind = f" ({error_type})" if isinstance(error_type, str) else ""
+    kind = f" ({error_type})" if error_type else ""
+    where = f"returned HTTP {status}" if status is not None else "sent an error"
     return ModelHTTPError(
-        f"{api} returned HTTP {status}{kind}: {message}",
+        f"{api} {where}{kind}: {message}",
         status_code=status,
-        retryable=is_retryable_status(status) or error_type == "overloaded_error",
+        retryable=status is not None and is_retryable_status(status),
         retry_after=parse_retry_after(headers),
         body=body,
     )
@@ -280,34 +297,37 @@ def status_error(
 def map_sdk_error(exc: BaseException, sdk: ModuleType, api: str) -> ModelHTTPError | None:
     """Translate an openai/anthropic SDK exception (same class names in both), else None."""
     if isinstance(exc, sdk.APITimeoutError):
-        return ModelHTTPError(
-            f"{api} request timed out", status_code=None, retryable=True
-        )
+        return ModelHTTPError(f"{api} request timed out", status_code=None, retryable=True)
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
-        return ModelHTTPError(
-            f"{api} connection failed{detail}", status_code=None, retryable=True
-        )
+        return ModelHTTPError(f"{api} connection failed{detail}", status_code=None, retryable=True)
     if isinstance(exc, sdk.APIStatusError):
         try:
             body: Any = json.loads(exc.response.content)
         except Exception:  # body not read (error event mid-stream) or not JSON
             body = exc.body
         return status_error(api, exc.status_code, body, exc.response.headers, str(exc.message))
+    if isinstance(exc, sdk.APIError):  # an error event inside an OpenAI stream
+        return status_error(api, None, exc.body, None, str(exc.message))
     return None
 
 
-def _provider_message(body: Any) -> str | None:
+def _error_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        return body if isinstance(body, str) and body else None
+        return {}
     error = body.get("error")
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    message = body.get("message")
-    return message if isinstance(message, str) else None
+    return error if isinstance(error, dict) else body
+
+
+def _provider_message(body: Any) -> str | None:
+    if isinstance(body, str):
+        return body or None
+    message = _error_object(body).get("message")
+    if isinstance(message, str):
+        return message
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def json_body(content: bytes) -> dict[str, Any]:

@@ -274,12 +274,11 @@ class ChunkAccumulator:
             }
             self._calls[index] = call
             self._order[index] = len(self._order)
-            events.append(
-                ToolCallStarted(self._order[index], call["id"], call["function"]["name"])
-            )
+            events.append(ToolCallStarted(self._order[index], call["id"], call["function"]["name"]))
         else:
             call["id"] = call["id"] or as_str(fragment.get("id")) or ""
-            call["function"]["name"] = call["function"]["name"] or as_str(function.get("name")) or ""
+            name = call["function"]["name"] or as_str(function.get("name")) or ""
+            call["function"]["name"] = name
         if arguments := as_str(function.get("arguments")):
             call["function"]["arguments"] += arguments
             events.append(ToolCallDelta(self._order[index], arguments))

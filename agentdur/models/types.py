@@ -12,7 +12,7 @@ from or written to the provider's prompt cache.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -23,9 +23,9 @@ class ToolCall(BaseModel):
     """One tool call requested by the model.
 
     `raw_arguments` keeps the provider's argument text exactly; `arguments` is its
-    parsed JSON object, or `{}` when the text is not a JSON object. The adapter never
-    raises for bad arguments: the agent loop reports them to the model (it can tell the
-    two cases apart with `arguments_error()`).
+    parsed JSON object, or `{}` when the text is not a JSON object (or holds NaN or
+    Infinity, which cannot be recorded). The adapter never raises for bad arguments: the
+    agent loop parses `raw_arguments` again and reports the error to the model.
     """
 
     id: str
@@ -38,7 +38,7 @@ class ToolCall(BaseModel):
     def from_raw(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
         """Build a call from the provider's argument text, tolerating malformed JSON."""
         try:
-            parsed = json.loads(raw_arguments)
+            parsed = json.loads(raw_arguments, parse_constant=_reject_constant)
         except ValueError:
             parsed = None
         arguments = parsed if isinstance(parsed, dict) else {}
@@ -49,15 +49,9 @@ class ToolCall(BaseModel):
         """Build a call from already-parsed arguments (Anthropic, scripted responses)."""
         return cls(id=id, name=name, arguments=arguments, raw_arguments=json.dumps(arguments))
 
-    def arguments_error(self) -> str | None:
-        """Why `raw_arguments` is not a JSON object, or None when it is."""
-        try:
-            parsed = json.loads(self.raw_arguments)
-        except ValueError as exc:
-            return f"arguments are not valid JSON: {exc}"
-        if not isinstance(parsed, dict):
-            return f"arguments must be a JSON object, got {type(parsed).__name__}"
-        return None
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class Usage(BaseModel):
@@ -142,7 +136,7 @@ class ToolResultMessage(BaseModel):
 
 
 Message = Annotated[
-    Union[SystemMessage, UserMessage, AssistantMessage, ToolResultMessage],
+    SystemMessage | UserMessage | AssistantMessage | ToolResultMessage,
     Field(discriminator="role"),
 ]
 """Any message of a conversation, told apart by `role`."""

@@ -108,7 +108,8 @@ _STEP_BOOL = {"edited", "dry_run", "deduplicated"}
 class Cursor(Protocol):
     """The slice of a DB-API cursor the store uses."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def execute(self, query: Any, params: Any = ..., /) -> Any: ...
     def fetchall(self) -> Sequence[Sequence[Any]]: ...

@@ -88,9 +88,7 @@ UPDATE runs SET status = 'CANCELLED', finished_at = :now, owner = NULL, lease_un
 WHERE run_id = :run_id
     AND status IN ('PENDING', 'ENQUEUED', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION')"""
 
-LOAD_STEPS = (
-    "SELECT " + STEP_COLUMNS_SQL + " FROM steps WHERE run_id = :run_id ORDER BY step_index"
-)
+LOAD_STEPS = "SELECT " + STEP_COLUMNS_SQL + " FROM steps WHERE run_id = :run_id ORDER BY step_index"
 RECORD_STEP = (
     "INSERT INTO steps (" + STEP_COLUMNS_SQL + ")"
     " SELECT :run_id, :step_index, :name, :kind, :status, :input, :output, :error, :attempts,"

@@ -42,7 +42,9 @@ def test_default_url_is_agentdur_db_in_the_working_directory(
 
 
 def test_unsupported_url_is_a_configuration_error() -> None:
-    with pytest.raises(agentdur.ConfigurationError, match="unsupported database URL 'mysql://u:\\*\\*\\*@h/db'"):
+    with pytest.raises(
+        agentdur.ConfigurationError, match="unsupported database URL 'mysql://u:\\*\\*\\*@h/db'"
+    ):
         agentdur.Runtime("mysql://u:pw@h/db")
 
 

@@ -129,7 +129,9 @@ def test_step_write_is_fenced_by_epoch(store: SqlStore) -> None:
     with pytest.raises(agentdur.FencedError, match="taken over"):
         store.record_step(_step(1), epoch=1, input_json=None, output_json="2", error_json=None)
     with pytest.raises(agentdur.FencedError):
-        store.finish_run("r1", epoch=1, status="SUCCEEDED", output_json="1", error_json=None, now=later)
+        store.finish_run(
+            "r1", epoch=1, status="SUCCEEDED", output_json="1", error_json=None, now=later
+        )
     assert [s.step_index for s in store.steps("r1")] == [0]
     store.record_step(_step(1), epoch=2, input_json=None, output_json="2", error_json=None)
     assert [(s.step_index, s.output) for s in store.steps("r1")] == [(0, 1), (1, 2)]
@@ -148,7 +150,9 @@ def test_recorded_steps_are_never_overwritten(store: SqlStore) -> None:
     store.create_run(_run(), input_json="{}")
     store.record_step(_step(0), epoch=1, input_json=None, output_json='"first"', error_json=None)
     with pytest.raises(agentdur.FencedError):
-        store.record_step(_step(0), epoch=1, input_json=None, output_json='"second"', error_json=None)
+        store.record_step(
+            _step(0), epoch=1, input_json=None, output_json='"second"', error_json=None
+        )
     assert store.steps("r1")[0].output == "first"
 
 
@@ -167,7 +171,11 @@ def test_heartbeat_extends_only_own_running_leases(store: SqlStore) -> None:
 def test_list_runs_filters_and_orders_newest_first(store: SqlStore) -> None:
     for i in range(3):
         store.create_run(
-            _run(f"r{i}", workflow="even" if i % 2 == 0 else "odd", created_at=NOW + timedelta(seconds=i)),
+            _run(
+                f"r{i}",
+                workflow="even" if i % 2 == 0 else "odd",
+                created_at=NOW + timedelta(seconds=i),
+            ),
             input_json="{}",
         )
     store.finish_run("r2", epoch=1, status="SUCCEEDED", output_json="5", error_json=None, now=NOW)
