@@ -1,5 +1,6 @@
 """agentdur: durable AI agents. Every LLM call and tool call is a checkpointed step."""
 
+from agentdur.agent import Agent, AgentResult
 from agentdur.errors import (
     AgentdurError,
     ConfigurationError,
@@ -28,9 +29,14 @@ from agentdur.handle import RunHandle
 from agentdur.retry import RetryPolicy
 from agentdur.runtime import Runtime
 from agentdur.store import RunInfo, StepInfo
+from agentdur.streaming import AgentStream
+from agentdur.tools import Tool, ToolContext, tool
 from agentdur.workflow import sleep, sleep_sync, step, workflow
 
 __all__ = [
+    "Agent",
+    "AgentResult",
+    "AgentStream",
     "AgentdurError",
     "ConfigurationError",
     "FencedError",
@@ -55,12 +61,15 @@ __all__ = [
     "StepFailed",
     "StepInfo",
     "StoreUnavailable",
+    "Tool",
     "ToolArgumentsError",
+    "ToolContext",
     "UncertainEffect",
     "UsageError",
     "sleep",
     "sleep_sync",
     "step",
+    "tool",
     "workflow",
 ]
 

@@ -44,6 +44,11 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def dumps_sorted(data: Any) -> str:
+    """Canonical JSON text (sorted keys), for hashing."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 @functools.lru_cache(maxsize=1024)
 def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(annotation)
@@ -133,7 +138,9 @@ def _imported_class(module_name: str, qualname: str) -> type | None:
     return obj if isinstance(obj, type) else None
 
 
-def _instantiate(cls: type, message: str, fields: dict[str, Any]) -> BaseException | None:
+def _instantiate(
+    cls: type[Exception], message: str, fields: dict[str, Any]
+) -> BaseException | None:
     if issubclass(cls, AgentdurError):
         # Our own errors take keyword fields; rebuild them without calling __init__.
         exc = cast(BaseException, cls.__new__(cls))

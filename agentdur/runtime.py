@@ -21,12 +21,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from agentdur import codec
+from agentdur import codec, recording
+from agentdur.agent import Agent, AgentResult, Prompt, find_agent
 from agentdur.context import RunContext
 from agentdur.errors import FencedError, RunInputMismatchError, RunNotFoundError, UsageError
 from agentdur.handle import RunHandle
 from agentdur.loop import LoopThread
+from agentdur.models import Usage
 from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
+from agentdur.streaming import AgentStream
 from agentdur.workflow import Workflow, find_workflow, lookup_workflow
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ class Runtime:
         self._heartbeat: concurrent.futures.Future[None] | None = None
         self._active: dict[str, RunContext] = {}
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._agents: dict[str, Agent] = {}
 
     @property
     def database_url(self) -> str:
@@ -157,7 +161,17 @@ class Runtime:
         self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
     ) -> RunHandle:
         """Blocking form of `astart`."""
-        wf = self._resolve(fn)
+        return self._start(self._resolve(fn), args, kwargs, run_id=run_id)
+
+    def _start(
+        self,
+        wf: Workflow[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        values: dict[str, Any] | None = None,
+    ) -> RunHandle:
         loop = self._loop_thread()
         run_id = run_id or uuid.uuid4().hex
         input_data = wf.encode_input(args, kwargs)
@@ -177,6 +191,7 @@ class Runtime:
         if not self.store.create_run(info, input_json=codec.dumps(input_data)):
             return self._existing(run_id, wf, input_data)
         ctx = self._context(run_id, wf.name, epoch=1, recorded={})
+        ctx.values.update(values or {})
         return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
 
     async def astart(
@@ -211,6 +226,74 @@ class Runtime:
             return lookup_workflow(fn)
         raise UsageError(
             f"{fn!r} is not a workflow: decorate it with @agentdur.workflow before starting it"
+        )
+
+    def _find_workflow(self, name: str) -> Workflow[Any] | None:
+        if name.startswith("agent:"):
+            agent = self._agents.get(name[6:]) or find_agent(name[6:])
+            return agent.workflow if agent is not None else None
+        return find_workflow(name)
+
+    # -- agents ------------------------------------------------------------------------
+
+    def register(self, agent: Agent) -> Agent:
+        """Make an agent built at run time findable by name when its runs are recovered."""
+        self._agents[agent.name] = agent
+        return agent
+
+    def start_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> RunHandle:
+        """Start an agent run; `handle.result()` gives `{"output", "usage"}`.
+
+        Prefer `run_agent` / `arun_agent`, which return an `AgentResult`.
+        """
+        self.register(agent)
+        return self._start(agent.workflow, (prompt,), {}, run_id=run_id)
+
+    def run_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> AgentResult:
+        """Blocking form of `arun_agent`."""
+        handle = self.start_agent(agent, prompt, run_id=run_id)
+        return self.agent_result(agent, handle.run_id, handle.result())
+
+    async def arun_agent(
+        self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
+    ) -> AgentResult:
+        """Run an agent durably on a prompt (a string or a list of messages).
+
+        Every LLM call and tool call is a recorded step. Starting with an existing
+        `run_id` returns that run's result without calling anything again.
+        """
+        handle = await asyncio.to_thread(self.start_agent, agent, prompt, run_id=run_id)
+        data = await handle.aresult()
+        return await asyncio.to_thread(self.agent_result, agent, handle.run_id, data)
+
+    def stream_agent(
+        self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
+    ) -> AgentStream:
+        """Run an agent with the provider's streaming API, yielding events as they come.
+
+        Iterate it (`for event in stream` or `async for event in stream`) for
+        `TextDelta`, `ToolCallStarted` and `ToolCallDelta` events; `stream.result` is the
+        `AgentResult` once the iteration ends. Each LLM step records the final assembled
+        response; a step replayed from the recording yields its recorded text at once.
+        """
+        self.register(agent)
+        stream = AgentStream(self, agent)
+        handle = self._start(
+            agent.workflow, (prompt,), {}, run_id=run_id, values={"emit": stream.put}
+        )
+        stream.attach(handle)
+        return stream
+
+    def agent_result(self, agent: Agent, run_id: str, data: dict[str, Any]) -> AgentResult:
+        """The AgentResult of a finished agent run from its output and recorded steps."""
+        output = data.get("output")
+        if agent.output_type is not None:
+            output = codec.from_json(output, agent.output_type)
+        return AgentResult(
+            output=output,
+            run_id=run_id,
+            messages=recording.conversation(self.steps(run_id)),
+            usage=Usage.model_validate(data.get("usage") or {}),
         )
 
     def _existing(self, run_id: str, wf: Workflow[Any], input_data: Any) -> RunHandle:
@@ -300,7 +383,7 @@ class Runtime:
             if run_id in self._active:
                 handles.append(RunHandle(self, run_id, self._futures.get(run_id)))
                 continue
-            wf = find_workflow(workflow_name)
+            wf = self._find_workflow(workflow_name)
             if wf is None:
                 logger.warning(
                     "run %s was not recovered: its workflow %r is not registered in this "

@@ -1,0 +1,441 @@
+"""Agent and its loop: an ordinary durable workflow on the public step protocol.
+
+The loop is: LLM step, then one tool step per tool call (concurrently when there are
+several, with indices in the order the model listed them), the results back to the
+model, until a final answer. Every LLM call and every tool call is a recorded step, so a
+recovered agent replays what it already has (no second request to the provider, no
+second tool execution) and continues live from the first step it does not have.
+
+Agents register by name when constructed, so one defined at import time is found when
+its run is recovered in a new process; `rt.register(agent)` is for agents built at run
+time. The run's workflow name is `agent:<name>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pydantic
+
+from agentdur import codec, recording
+from agentdur.context import FINISHED_STEP, RunContext, current_run
+from agentdur.errors import (
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    ModelError,
+    ToolArgumentsError,
+    UsageError,
+)
+from agentdur.models import (
+    AssistantMessage,
+    Message,
+    ModelResponse,
+    SystemMessage,
+    ToolCall,
+    ToolDefinition,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+from agentdur.models.base import Model, StreamDone, StreamEvent, events_from_response
+from agentdur.retry import RetryPolicy
+from agentdur.store import StepInfo
+from agentdur.tools import Tool, ToolContext, tools_by_name
+from agentdur.workflow import Workflow
+
+_AGENTS: dict[str, Agent] = {}
+_NAME_RE = re.compile(r"^[\w.-]{1,100}$")
+
+Prompt = str | list[Message]
+EventSink = Callable[[StreamEvent], None]
+
+
+@dataclass
+class AgentResult:
+    """What an agent run produced."""
+
+    output: Any
+    """The final answer: text, or an instance of the agent's `output_type`."""
+    run_id: str
+    messages: list[Message] = field(default_factory=list)
+    """The conversation exactly as the model saw it, rebuilt from the recorded steps."""
+    usage: Usage = field(default_factory=Usage)
+    """Tokens over every LLM step of the run."""
+
+
+class Agent:
+    """An LLM with tools, run durably.
+
+    Args:
+        name: how runs record the agent (`agent:<name>`) and how recovery finds it.
+        model: a model adapter (`OpenAIChat`, `OpenAIResponses`, `AnthropicMessages`,
+            `Scripted`).
+        tools: `@agentdur.tool` objects (plain functions are wrapped with the defaults,
+            effect `side_effect`).
+        instructions: the system prompt.
+        max_turns: LLM calls allowed in one run; past it the run fails with
+            `MaxTurnsExceeded`.
+        parallel_tool_calls: run several tool calls of one turn concurrently.
+        tool_errors: "return" sends a tool's error (bad arguments, unknown tool, an
+            exception) back to the model so it can correct itself; "raise" fails the run.
+        output_type: a type the final answer must validate into (JSON), with one repair
+            turn when it does not.
+        model_retries: extra attempts for a retryable provider error (429, 5xx, timeouts),
+            with exponential backoff and Retry-After honoured.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: Model,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        instructions: str | None = None,
+        *,
+        max_turns: int = 20,
+        parallel_tool_calls: bool = True,
+        tool_errors: Literal["return", "raise"] = "return",
+        output_type: Any = None,
+        model_retries: int = 4,
+        approve: Callable[[ToolCall], bool] | None = None,
+    ) -> None:
+        if not _NAME_RE.match(name):
+            raise UsageError(f"agent name {name!r} must be 1-100 letters, digits, '_', '-' or '.'")
+        if tool_errors not in ("return", "raise"):
+            raise UsageError(f"tool_errors must be 'return' or 'raise', not {tool_errors!r}")
+        if max_turns < 1:
+            raise UsageError("max_turns must be at least 1")
+        self.name = name
+        self.model = model
+        self.tools = tools_by_name(tools)
+        self.instructions = instructions
+        self.max_turns = max_turns
+        self.parallel_tool_calls = parallel_tool_calls
+        self.tool_errors = tool_errors
+        self.output_type = output_type
+        self.approve = approve
+        self.model_policy = RetryPolicy(
+            retries=model_retries, backoff=1.0, max_delay=60.0, retry_on=(ModelError,)
+        )
+        self.workflow: Workflow[Any] = Workflow(self._loop_entry, f"agent:{name}")
+        _AGENTS[name] = self
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, model={self.model!r}, tools={list(self.tools)})"
+
+    # -- the workflow ------------------------------------------------------------------
+
+    async def _loop_entry(self, prompt: str | list[Message]) -> dict[str, Any]:
+        ctx = current_run(f"agent {self.name!r}")
+        return await _Loop(self, ctx).run(prompt)
+
+    def tool_definitions(self) -> list[ToolDefinition]:
+        return [ToolDefinition(**tool.definition()) for tool in self.tools.values()]
+
+    def system_prompt(self) -> str | None:
+        parts = [self.instructions] if self.instructions else []
+        if self.output_type is not None:
+            schema = pydantic.TypeAdapter(self.output_type).json_schema()
+            parts.append(
+                "Give your final answer as a single JSON value (no prose, no code fence) "
+                f"matching this JSON Schema: {codec.dumps(schema)}"
+            )
+        return "\n\n".join(parts) or None
+
+
+def find_agent(name: str) -> Agent | None:
+    """The agent registered under `name` in this process."""
+    return _AGENTS.get(name)
+
+
+def prompt_messages(prompt: Prompt) -> list[Message]:
+    if isinstance(prompt, str):
+        return [UserMessage(content=prompt)]
+    return list(prompt)
+
+
+class _Loop:
+    """One execution of an agent's loop inside a run (state lives only in memory)."""
+
+    def __init__(self, agent: Agent, ctx: RunContext) -> None:
+        self.agent = agent
+        self.ctx = ctx
+        self.model: Model = ctx.values.get("model") or agent.model
+        self.emit: EventSink | None = ctx.values.get("emit")
+        self.messages: list[Message] = []
+        self.pending: list[Message] = []
+        self.tool_steps: dict[str, int] = {}
+        self.last_hash: str | None = None
+        self.last_tools: Any = None
+        self.usage = Usage()
+
+    def _add(self, *messages: Message) -> None:
+        self.messages.extend(messages)
+        self.pending.extend(messages)
+
+    async def run(self, prompt: str | list[Message]) -> dict[str, Any]:
+        system = self.agent.system_prompt()
+        if system:
+            self._add(SystemMessage(content=system))
+        self._add(*prompt_messages(prompt))
+        repaired = False
+        for _turn in range(self.agent.max_turns):
+            response = await self._llm_step()
+            self._add(AssistantMessage.from_response(response))
+            if response.tool_calls:
+                results = await self._tool_steps(response.tool_calls)
+                self._add(*results)
+                continue
+            text = _final_text(response)
+            if self.agent.output_type is None:
+                return {"output": text, "usage": self.usage.model_dump()}
+            try:
+                value = pydantic.TypeAdapter(self.agent.output_type).validate_json(
+                    _strip_fence(text)
+                )
+            except pydantic.ValidationError as exc:
+                if repaired:
+                    raise ModelBehaviorError(
+                        f"the final answer does not validate into {self.agent.output_type!r} "
+                        f"even after a repair turn: {_short(exc)}"
+                    ) from None
+                repaired = True
+                self._add(
+                    UserMessage(
+                        content="Your answer does not match the required JSON Schema: "
+                        f"{_short(exc)}. Answer again with only the JSON value."
+                    )
+                )
+                continue
+            output = codec.to_json(value, what=f"the output of agent {self.agent.name!r}")
+            return {"output": output, "usage": self.usage.model_dump()}
+        raise MaxTurnsExceeded(
+            f"agent {self.agent.name!r} used all {self.agent.max_turns} turns without a final "
+            "answer; raise max_turns or check the tools' results"
+        )
+
+    # -- LLM steps ---------------------------------------------------------------------
+
+    async def _llm_step(self) -> ModelResponse:
+        ctx, model = self.ctx, self.model
+        index = ctx.next_index()
+        tools = self.agent.tool_definitions()
+        tools_json = [t.model_dump() for t in tools]
+        changed_tools = tools_json if tools_json != self.last_tools else None
+        describe = model.describe()
+        request_hash = recording.chain_hash(self.last_hash, describe, tools_json, self.pending)
+        recorded = ctx.replayed(index, model.model_name, "llm", request_hash=request_hash)
+        new_messages, self.pending = self.pending, []
+        self.last_hash, self.last_tools = request_hash, tools_json
+        if recorded is not None and recorded.status in FINISHED_STEP:
+            if recorded.status == "ERROR":
+                raise codec.decode_error(recorded.error or {})
+            response = recording.response_of(recorded)
+            if self.emit is not None:
+                for event in events_from_response(response):
+                    self.emit(event)
+        else:
+            response = await self._call_model(
+                index, new_messages, tools, describe, request_hash, changed_tools
+            )
+        self.usage = self.usage + response.usage
+        return response
+
+    async def _call_model(
+        self,
+        index: int,
+        new_messages: list[Message],
+        tools: list[ToolDefinition],
+        describe: dict[str, Any],
+        request_hash: str,
+        changed_tools: Any,
+    ) -> ModelResponse:
+        ctx, model = self.ctx, self.model
+        started, attempt = ctx.clock(), 0
+        input_data = recording.llm_input(describe, new_messages, self.tool_steps, changed_tools)
+        info = StepInfo(
+            run_id=ctx.run_id,
+            step_index=index,
+            name=model.model_name,
+            kind="llm",
+            status="SUCCEEDED",
+            model=model.model_name,
+            request_hash=request_hash,
+            started_at=started,
+        )
+        while True:
+            attempt += 1
+            began = time.perf_counter()
+            try:
+                response = await self._request(list(self.messages), tools)
+            except Exception as exc:
+                delay = self.agent.model_policy.delay(attempt, exc)
+                if delay is None:
+                    ctx.record(
+                        _finished(info, ctx, "ERROR", attempt),
+                        input_data=input_data,
+                        error_data=codec.encode_error(exc),
+                    )
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            latency_ms = (time.perf_counter() - began) * 1000
+            done = _finished(info, ctx, "SUCCEEDED", attempt)
+            done = _with(
+                done, model=response.model or model.model_name, usage=response.usage.model_dump()
+            )
+            ctx.record(
+                done,
+                input_data=input_data,
+                output_data=recording.llm_output(response, latency_ms),
+            )
+            return response
+
+    async def _request(self, messages: list[Message], tools: list[ToolDefinition]) -> ModelResponse:
+        if self.emit is None:
+            return await self.model.request(messages, tools)
+        final: ModelResponse | None = None
+        async for event in self.model.stream(messages, tools):
+            if isinstance(event, StreamDone):
+                final = event.response
+            else:
+                self.emit(event)
+        if final is None:
+            raise ModelBehaviorError("the model's stream ended without a final response")
+        return final
+
+    # -- tool steps --------------------------------------------------------------------
+
+    async def _tool_steps(self, calls: list[ToolCall]) -> list[ToolResultMessage]:
+        if self.agent.parallel_tool_calls and len(calls) > 1:
+            # Each _tool_step call takes its index now, in the order the model gave.
+            return list(await asyncio.gather(*[self._tool_step(call) for call in calls]))
+        return [await self._tool_step(call) for call in calls]
+
+    def _tool_step(self, call: ToolCall) -> Awaitable[ToolResultMessage]:
+        index = self.ctx.next_index()
+        self.tool_steps[call.id] = index
+        return self._run_tool(index, call)
+
+    async def _run_tool(self, index: int, call: ToolCall) -> ToolResultMessage:
+        ctx = self.ctx
+        name = call.name[:200]
+        recorded = ctx.replayed(index, name, "tool")
+        if recorded is not None and recorded.status in FINISHED_STEP:
+            if recorded.status == "ERROR" and self.agent.tool_errors == "raise":
+                raise codec.decode_error(recorded.error or {})
+            return recording.tool_message(recorded, call.id)
+        info = StepInfo(
+            run_id=ctx.run_id,
+            step_index=index,
+            name=name,
+            kind="tool",
+            status="SUCCEEDED",
+            idempotency_key=f"{ctx.run_id}:{index}",
+            started_at=ctx.clock(),
+        )
+        tool = self.agent.tools.get(call.name)
+        if tool is None:
+            available = ", ".join(sorted(self.agent.tools)) or "none"
+            error = {
+                "type": "UnknownTool",
+                "message": f"unknown tool {name!r}; available tools: {available}",
+            }
+            return self._tool_failed(
+                info,
+                1,
+                {"call_id": call.id, "arguments": call.arguments},
+                error,
+                UsageError(error["message"]),
+            )
+        try:
+            arguments = tool.parse_arguments(call.raw_arguments)
+        except ToolArgumentsError as exc:
+            raw_input = {"call_id": call.id, "raw_arguments": call.raw_arguments}
+            return self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
+        input_data = {"call_id": call.id, "arguments": arguments}
+        policy = RetryPolicy(retries=tool.retries, backoff=1.0, max_delay=30.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            tool_ctx = ToolContext(
+                run_id=ctx.run_id,
+                step_index=index,
+                idempotency_key=info.idempotency_key or "",
+                attempt=attempt,
+                tool_name=tool.name,
+            )
+            try:
+                result = await tool.call(arguments, tool_ctx)
+            except Exception as exc:
+                delay = policy.delay(attempt, exc)
+                if delay is None:
+                    return self._tool_failed(
+                        info, attempt, input_data, codec.encode_error(exc), exc
+                    )
+                await asyncio.sleep(delay)
+                continue
+            output = codec.to_json(result, what=f"the result of tool step {index} {name!r}")
+            step = ctx.record(
+                _finished(info, ctx, "SUCCEEDED", attempt),
+                input_data=input_data,
+                output_data=output,
+            )
+            return recording.tool_message(step, call.id)
+
+    def _tool_failed(
+        self,
+        info: StepInfo,
+        attempts: int,
+        input_data: Any,
+        error: dict[str, Any],
+        exc: BaseException,
+    ) -> ToolResultMessage:
+        step = self.ctx.record(
+            _finished(info, self.ctx, "ERROR", attempts), input_data=input_data, error_data=error
+        )
+        if self.agent.tool_errors == "raise":
+            raise exc
+        return recording.tool_message(step, (input_data or {}).get("call_id", ""))
+
+
+def _finished(info: StepInfo, ctx: RunContext, status: str, attempts: int) -> StepInfo:
+    return _with(info, status=status, attempts=attempts, finished_at=ctx.clock())
+
+
+def _with(info: StepInfo, **changes: Any) -> StepInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)
+
+
+def _final_text(response: ModelResponse) -> str:
+    """The final answer, or a clear error for a response that cannot be one."""
+    if response.stop_reason == "refusal" or response.refusal:
+        raise ModelBehaviorError(f"the model refused: {response.refusal or response.text or ''}")
+    if response.stop_reason == "max_tokens":
+        raise ModelBehaviorError(
+            "the model's answer was cut off by its token limit (stop reason max_tokens); "
+            "raise max_tokens on the model"
+        )
+    if response.stop_reason == "content_filter":
+        raise ModelBehaviorError("the provider's content filter stopped the answer")
+    if not response.text or not response.text.strip():
+        raise ModelBehaviorError("the model returned an empty answer: no text and no tool calls")
+    return response.text
+
+
+def _strip_fence(text: str) -> str:
+    match = re.fullmatch(r"\s*```(?:json)?\s*(.*?)\s*```\s*", text, re.S)
+    return match.group(1) if match else text
+
+
+def _short(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+        for err in exc.errors()[:5]
+    )

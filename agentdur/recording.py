@@ -1,0 +1,146 @@
+"""How LLM and tool steps are recorded, and how a conversation is rebuilt from them.
+
+I/O-free: the agent loop and the audit/CLI both use these functions, so what is written
+and what is read back agree by construction.
+
+Each payload is stored once:
+- an LLM step's input holds only the messages new since the previous LLM step, and a
+  tool result among them is a reference `{"role": "tool", "step": k}` to tool step k
+  (its output is the content); the assistant message of a turn is the previous LLM
+  step's response, so it is not stored again;
+- an LLM step's output is the provider's raw body (`{"raw": ...}`), from which the
+  neutral response is parsed on read, or the neutral response itself for models without
+  a raw body (`{"response": ...}`);
+- tool definitions are stored on the first LLM step and again only when they change;
+- a tool step's input holds the call id and the validated arguments (what the audit
+  shows); its output is the tool's result.
+
+The request hash of LLM step n is a chain: sha256(hash of step n-1, model, parameters,
+tools, every message new since step n-1 in full). It therefore covers the whole request
+while costing only the new messages to compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from agentdur import codec
+from agentdur.models import (
+    AnthropicMessages,
+    AssistantMessage,
+    Message,
+    ModelResponse,
+    OpenAIChat,
+    OpenAIResponses,
+    Scripted,
+    ToolResultMessage,
+    messages_adapter,
+)
+from agentdur.models.base import Model
+from agentdur.store import StepInfo
+
+PARSERS: dict[str, type[Model]] = {
+    cls.provider: cls for cls in (OpenAIChat, OpenAIResponses, AnthropicMessages, Scripted)
+}
+
+
+def chain_hash(
+    previous: str | None, model: dict[str, Any], tools: Any, new_messages: Sequence[Message]
+) -> str:
+    """The request hash of an LLM step (see the module docstring)."""
+    payload = {
+        "previous": previous,
+        "model": model,
+        "tools": tools,
+        "messages": messages_adapter.dump_python(list(new_messages), mode="json"),
+    }
+    return hashlib.sha256(codec.dumps_sorted(payload).encode()).hexdigest()
+
+
+def llm_input(
+    model: dict[str, Any], new_messages: Sequence[Message], tool_steps: dict[str, int], tools: Any
+) -> dict[str, Any]:
+    """An LLM step's recorded input; tool results become references to their steps."""
+    recorded: list[Any] = []
+    for message in new_messages:
+        if isinstance(message, AssistantMessage):
+            continue  # the previous LLM step's response
+        if isinstance(message, ToolResultMessage) and message.tool_call_id in tool_steps:
+            recorded.append({"role": "tool", "step": tool_steps[message.tool_call_id]})
+        else:
+            recorded.append(message.model_dump(mode="json"))
+    data: dict[str, Any] = {
+        "provider": model["provider"],
+        "params": model["params"],
+        "messages": recorded,
+    }
+    if tools is not None:
+        data["tools"] = tools
+    return data
+
+
+def llm_output(response: ModelResponse, latency_ms: float) -> dict[str, Any]:
+    """An LLM step's recorded output: the raw body when there is one, else the response."""
+    if response.raw is not None:
+        return {"raw": response.raw, "latency_ms": round(latency_ms, 1)}
+    neutral = response.model_dump(mode="json", exclude={"raw"})
+    return {"response": neutral, "latency_ms": round(latency_ms, 1)}
+
+
+def response_of(step: StepInfo) -> ModelResponse:
+    """The neutral response of a recorded LLM step."""
+    output = step.output or {}
+    if "response" in output:
+        return ModelResponse.model_validate(output["response"])
+    provider = (step.input or {}).get("provider", "")
+    parser = PARSERS.get(provider)
+    if parser is None:
+        raise ValueError(f"step {step.step_index}: unknown provider {provider!r}")
+    return parser.parse_raw(output["raw"])
+
+
+def tool_content(step: StepInfo) -> tuple[str, bool]:
+    """What the model is told about a tool step: (content, is_error)."""
+    if step.status == "ERROR":
+        error = step.error or {}
+        kind = error.get("type", "Error")
+        prefix = "" if kind in {"ToolArgumentsError", "UnknownTool"} else f"{kind}: "
+        return f"Error: {prefix}{error.get('message', '')}", True
+    output = step.output
+    if isinstance(output, dict) and output.get("simulated"):
+        return str(output.get("message", "")), False
+    return (output if isinstance(output, str) else codec.dumps(output)), False
+
+
+def tool_message(step: StepInfo, call_id: str) -> ToolResultMessage:
+    content, is_error = tool_content(step)
+    return ToolResultMessage(
+        tool_call_id=call_id, name=step.name, content=content, is_error=is_error
+    )
+
+
+def conversation(steps: Sequence[StepInfo]) -> list[Message]:
+    """The messages exactly as the model saw them, rebuilt from a run's steps."""
+    by_index = {step.step_index: step for step in steps}
+    messages: list[Message] = []
+    pending: AssistantMessage | None = None
+    for step in steps:
+        if step.kind != "llm":
+            continue
+        if pending is not None:
+            messages.append(pending)
+        for item in (step.input or {}).get("messages", []):
+            if item.get("role") == "tool" and "step" in item:
+                tool_step = by_index[item["step"]]
+                messages.append(tool_message(tool_step, (tool_step.input or {}).get("call_id", "")))
+            else:
+                messages.append(messages_adapter.validate_python([item])[0])
+        if step.status == "SUCCEEDED":
+            pending = AssistantMessage.from_response(response_of(step))
+        else:
+            pending = None
+    if pending is not None:
+        messages.append(pending)
+    return messages
