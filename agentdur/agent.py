@@ -164,7 +164,9 @@ class _Loop:
     def __init__(self, agent: Agent, ctx: RunContext) -> None:
         self.agent = agent
         self.ctx = ctx
-        self.model: Model = ctx.values.get("model") or agent.model
+        self.fork: dict[str, Any] = ctx.values.get("fork") or {}
+        self.dry_run = bool(self.fork.get("dry_run"))
+        self._models: dict[tuple[Any, Any], Model] = {}
         self.emit: EventSink | None = ctx.values.get("emit")
         self.messages: list[Message] = []
         self.pending: list[Message] = []
@@ -220,15 +222,42 @@ class _Loop:
 
     # -- LLM steps ---------------------------------------------------------------------
 
+    def _model_at(self, index: int) -> Model:
+        """The agent's model, or the one a fork switched to from an earlier index."""
+        chosen: dict[str, Any] | None = None
+        for segment in self.fork.get("models", []):
+            if segment["from"] <= index:
+                chosen = segment
+        if chosen is None:
+            return self.agent.model
+        key = (chosen.get("provider"), chosen["model"])
+        if key not in self._models:
+            instance = self.ctx.values.get("model_instance")
+            if instance is not None and (instance.provider, instance.model_name) == key:
+                self._models[key] = instance
+            else:
+                self._models[key] = build_model(key[0], key[1], self.agent.model)
+        return self._models[key]
+
     async def _llm_step(self) -> ModelResponse:
-        ctx, model = self.ctx, self.model
+        ctx = self.ctx
         index = ctx.next_index()
+        model = self._model_at(index)
         tools = self.agent.tool_definitions()
         tools_json = [t.model_dump() for t in tools]
         changed_tools = tools_json if tools_json != self.last_tools else None
         describe = model.describe()
         request_hash = recording.chain_hash(self.last_hash, describe, tools_json, self.pending)
-        recorded = ctx.replayed(index, model.model_name, "llm", request_hash=request_hash)
+        pending = list(self.pending)
+        recorded = ctx.replayed(
+            index,
+            model.model_name,
+            "llm",
+            request_hash=request_hash,
+            explain=lambda step: recording.request_diff(
+                step, ctx.recorded, describe, pending, tools_json
+            ),
+        )
         new_messages, self.pending = self.pending, []
         self.last_hash, self.last_tools = request_hash, tools_json
         if recorded is not None and recorded.status in FINISHED_STEP:
@@ -240,13 +269,14 @@ class _Loop:
                     self.emit(event)
         else:
             response = await self._call_model(
-                index, new_messages, tools, describe, request_hash, changed_tools
+                model, index, new_messages, tools, describe, request_hash, changed_tools
             )
         self.usage = self.usage + response.usage
         return response
 
     async def _call_model(
         self,
+        model: Model,
         index: int,
         new_messages: list[Message],
         tools: list[ToolDefinition],
@@ -254,7 +284,7 @@ class _Loop:
         request_hash: str,
         changed_tools: Any,
     ) -> ModelResponse:
-        ctx, model = self.ctx, self.model
+        ctx = self.ctx
         started, attempt = ctx.clock(), 0
         input_data = recording.llm_input(describe, new_messages, self.tool_steps, changed_tools)
         info = StepInfo(
@@ -271,7 +301,7 @@ class _Loop:
             attempt += 1
             began = time.perf_counter()
             try:
-                response = await self._request(list(self.messages), tools)
+                response = await self._request(model, list(self.messages), tools)
             except Exception as exc:
                 delay = self.agent.model_policy.delay(attempt, exc)
                 if delay is None:
@@ -295,11 +325,13 @@ class _Loop:
             )
             return response
 
-    async def _request(self, messages: list[Message], tools: list[ToolDefinition]) -> ModelResponse:
+    async def _request(
+        self, model: Model, messages: list[Message], tools: list[ToolDefinition]
+    ) -> ModelResponse:
         if self.emit is None:
-            return await self.model.request(messages, tools)
+            return await model.request(messages, tools)
         final: ModelResponse | None = None
-        async for event in self.model.stream(messages, tools):
+        async for event in model.stream(messages, tools):
             if isinstance(event, StreamDone):
                 final = event.response
             else:
@@ -357,7 +389,9 @@ class _Loop:
         except ToolArgumentsError as exc:
             raw_input = {"call_id": call.id, "raw_arguments": call.raw_arguments}
             return self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
-        input_data = {"call_id": call.id, "arguments": arguments}
+        input_data = {"call_id": call.id, "arguments": arguments, "effect": tool.effect}
+        if self.dry_run and tool.effect == "side_effect":
+            return await self._simulate(info, tool, arguments, input_data)
         policy = RetryPolicy(retries=tool.retries, backoff=1.0, max_delay=30.0)
         attempt = 0
         while True:
@@ -387,6 +421,32 @@ class _Loop:
             )
             return recording.tool_message(step, call.id)
 
+    async def _simulate(
+        self, info: StepInfo, tool: Tool, arguments: dict[str, Any], input_data: dict[str, Any]
+    ) -> ToolResultMessage:
+        """A dry run: the simulate hook answers, or the model is told nothing happened."""
+        ctx = self.ctx
+        if tool.has_simulate:
+            tool_ctx = ToolContext(
+                run_id=ctx.run_id,
+                step_index=info.step_index,
+                idempotency_key=info.idempotency_key or "",
+                attempt=1,
+                dry_run=True,
+                tool_name=tool.name,
+            )
+            result = await tool.call_simulate(arguments, tool_ctx)
+            output = codec.to_json(result, what=f"the simulated result of {tool.name!r}")
+        else:
+            output = {
+                "simulated": True,
+                "message": f"DRY RUN: {tool.name} was NOT executed and nothing happened in the "
+                "outside world; this result is simulated. Do not tell the user it was done.",
+            }
+        done = _with(_finished(info, ctx, "SUCCEEDED", 1), dry_run=True)
+        step = ctx.record(done, input_data=input_data, output_data=output)
+        return recording.tool_message(step, str(input_data["call_id"]))
+
     def _tool_failed(
         self,
         info: StepInfo,
@@ -401,6 +461,51 @@ class _Loop:
         if self.agent.tool_errors == "raise":
             raise exc
         return recording.tool_message(step, (input_data or {}).get("call_id", ""))
+
+
+PROVIDERS = {
+    "openai": "openai_chat",
+    "openai_chat": "openai_chat",
+    "openai-responses": "openai_responses",
+    "openai_responses": "openai_responses",
+    "anthropic": "anthropic_messages",
+    "anthropic_messages": "anthropic_messages",
+}
+
+
+def resolve_model_choice(model: Any) -> tuple[dict[str, Any] | None, Model | None]:
+    """(what a fork records, the instance to use now) for a fork's `model=`."""
+    if model is None:
+        return None, None
+    if isinstance(model, Model):
+        return {"provider": model.provider, "model": model.model_name}, model
+    if isinstance(model, str) and model:
+        provider, sep, name = model.partition(":")
+        if not sep:
+            return {"provider": None, "model": model}, None
+        if provider not in PROVIDERS or not name:
+            raise UsageError(
+                f"model {model!r}: use a model name, or provider:name with provider one of "
+                "openai, openai-responses, anthropic"
+            )
+        return {"provider": PROVIDERS[provider], "model": name}, None
+    raise UsageError(f"model= must be a Model or a string, not {type(model).__name__}")
+
+
+def build_model(provider: str | None, name: str, base: Model) -> Model:
+    """A model for a recorded switch: the agent's adapter with another name, or a new one."""
+    if provider is None or provider == base.provider:
+        return base.with_model(name)
+    from agentdur.models import AnthropicMessages, OpenAIChat, OpenAIResponses
+
+    adapters: dict[str, type[Model]] = {
+        "openai_chat": OpenAIChat,
+        "openai_responses": OpenAIResponses,
+        "anthropic_messages": AnthropicMessages,
+    }
+    if provider not in adapters:
+        raise UsageError(f"cannot build a {provider!r} model for {name!r}")
+    return adapters[provider](name)  # type: ignore[call-arg]
 
 
 def _finished(info: StepInfo, ctx: RunContext, status: str, attempts: int) -> StepInfo:

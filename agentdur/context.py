@@ -43,6 +43,13 @@ FINISHED_STEP = ("SUCCEEDED", "ERROR")
 _current: ContextVar[RunContext | None] = ContextVar("agentdur_run", default=None)
 
 
+class ReplayStopped(BaseException):
+    """Internal: a replay reached its `until` step or the end of an unfinished recording.
+
+    A BaseException so that workflow code catching `Exception` cannot swallow it.
+    """
+
+
 def current_run(what: str) -> RunContext:
     """The run executing in this context, or a clear error naming `what` was misused."""
     ctx = _current.get()
@@ -85,6 +92,8 @@ class RunContext:
         self.cancelled = False
         self.fenced = False
         self._next = 0
+        self.replay_complete = False
+        """Replay of a finished run: a step missing from the recording is a divergence."""
         self.values: dict[str, Any] = {}
         """Per-run state kept by higher layers (the agent loop keeps its model here)."""
 
@@ -110,7 +119,13 @@ class RunContext:
             raise RunCancelledError(self.run_id)
 
     def replayed(
-        self, index: int, name: str, kind: str, *, request_hash: str | None = None
+        self,
+        index: int,
+        name: str,
+        kind: str,
+        *,
+        request_hash: str | None = None,
+        explain: Callable[[StepInfo], str] | None = None,
     ) -> StepInfo | None:
         """The recorded step at `index`, or None if it must execute now.
 
@@ -121,6 +136,8 @@ class RunContext:
         recorded = self.recorded.get(index)
         requested = f"{kind} {name!r}"
         if recorded is None:
+            if self.replay and not self.replay_complete:
+                raise ReplayStopped
             if self.replay:
                 last = max(self.recorded, default=-1)
                 raise NonDeterminismError(
@@ -136,11 +153,12 @@ class RunContext:
             and recorded.request_hash is not None
             and recorded.request_hash != request_hash
         ):
+            change = explain(recorded) if explain is not None else "another request"
             raise NonDeterminismError(
                 self.run_id,
                 index,
                 f"{kind} {name!r} with request hash {recorded.request_hash[:12]}",
-                f"the same step with another request (hash {request_hash[:12]})",
+                f"the same step with {change}",
             )
         if self.on_step is not None and recorded.status in FINISHED_STEP:
             self.on_step(recorded)
@@ -190,7 +208,7 @@ class RunContext:
 
     async def sleep_until(self, until: datetime) -> None:
         """Sleep until a wall-clock time, waking early if the run is cancelled or fenced."""
-        while True:
+        while not self.replay:
             self.check_signals()
             remaining = (until - self.clock()).total_seconds()
             if remaining <= 0:

@@ -69,7 +69,7 @@ class RunNotFoundError(UsageError):
     """No run has that id."""
 
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"no run with id {run_id!r}")
+        super().__init__(f"no run with id {run_id!r} (`agentdur runs list` shows the runs)")
         self.run_id = run_id
 
 

@@ -144,3 +144,44 @@ def conversation(steps: Sequence[StepInfo]) -> list[Message]:
     if pending is not None:
         messages.append(pending)
     return messages
+
+
+def request_diff(
+    recorded: StepInfo,
+    recorded_steps: dict[int, StepInfo],
+    model: dict[str, Any],
+    new_messages: Sequence[Message],
+    tools: Any,
+) -> str:
+    """A short account of how a request differs from the recorded one at that step."""
+    data = recorded.input or {}
+    if data.get("provider") != model["provider"]:
+        return f"provider {model['provider']!r} instead of {data.get('provider')!r}"
+    old_params, new_params = data.get("params") or {}, model["params"]
+    for key in sorted(set(old_params) | set(new_params)):
+        if old_params.get(key) != new_params.get(key):
+            return f"parameter {key!r} = {new_params.get(key)!r} (recorded {old_params.get(key)!r})"
+    if "tools" in data and data["tools"] != tools:
+        return "other tool definitions (" + ", ".join(t["name"] for t in tools) + ")"
+    old = [_resolve(item, recorded_steps) for item in data.get("messages", [])]
+    new = [m.model_dump(mode="json") for m in new_messages if not isinstance(m, AssistantMessage)]
+    for position, (before, after) in enumerate(zip(old, new, strict=False)):
+        if before != after:
+            return (
+                f"new message {position} ({after.get('role')}) changed: "
+                f"{_excerpt(after)!r} (recorded {_excerpt(before)!r})"
+            )
+    if len(old) != len(new):
+        return f"{len(new)} new messages instead of {len(old)}"
+    return "the same new messages after a different history (an earlier step changed)"
+
+
+def _resolve(item: dict[str, Any], steps: dict[int, StepInfo]) -> dict[str, Any]:
+    if item.get("role") == "tool" and "step" in item and item["step"] in steps:
+        step = steps[item["step"]]
+        return tool_message(step, (step.input or {}).get("call_id", "")).model_dump(mode="json")
+    return item
+
+
+def _excerpt(message: dict[str, Any]) -> str:
+    return str(message.get("content") or "")[:80]

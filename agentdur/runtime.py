@@ -22,9 +22,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agentdur import codec, recording
-from agentdur.agent import Agent, AgentResult, Prompt, find_agent
-from agentdur.context import RunContext
-from agentdur.errors import FencedError, RunInputMismatchError, RunNotFoundError, UsageError
+from agentdur.agent import Agent, AgentResult, Prompt, find_agent, resolve_model_choice
+from agentdur.context import ReplayStopped, RunContext
+from agentdur.errors import (
+    FencedError,
+    NonDeterminismError,
+    NotRegisteredError,
+    RunInputMismatchError,
+    RunNotFoundError,
+    UsageError,
+)
+from agentdur.fork import fork_settings, plan_fork
 from agentdur.handle import RunHandle
 from agentdur.loop import LoopThread
 from agentdur.models import Usage
@@ -305,16 +313,28 @@ class Runtime:
         return RunHandle(self, run_id, self._futures.get(run_id))
 
     def _context(
-        self, run_id: str, workflow: str, *, epoch: int, recorded: dict[int, StepInfo]
+        self,
+        run_id: str,
+        workflow: str,
+        *,
+        epoch: int,
+        recorded: dict[int, StepInfo],
+        metadata: Any = None,
+        replay: bool = False,
+        on_step: Callable[[StepInfo], None] | None = None,
     ) -> RunContext:
-        return RunContext(
+        ctx = RunContext(
             store=self.store,
             clock=self.clock,
             run_id=run_id,
             workflow=workflow,
             epoch=epoch,
             recorded=recorded,
+            replay=replay,
+            on_step=on_step,
         )
+        ctx.values["fork"] = fork_settings(metadata)
+        return ctx
 
     def _launch(
         self, loop: LoopThread, ctx: RunContext, wf: Workflow[Any], input_data: Any
@@ -401,7 +421,9 @@ class Runtime:
             if claimed is None:
                 continue
             recorded = {step.step_index: step for step in self.store.steps(run_id)}
-            ctx = self._context(run_id, wf.name, epoch=claimed.epoch, recorded=recorded)
+            ctx = self._context(
+                run_id, wf.name, epoch=claimed.epoch, recorded=recorded, metadata=claimed.metadata
+            )
             logger.info("recovering run %s at step %d", run_id, len(recorded))
             handles.append(RunHandle(self, run_id, self._launch(loop, ctx, wf, claimed.input)))
         return handles
@@ -454,6 +476,143 @@ class Runtime:
             ctx.cancelled = True
         elif run.status == "RUNNING" and run.owner != self.executor_id:
             ctx.fenced = True
+
+    # -- replay and fork ---------------------------------------------------------------
+
+    def replay(
+        self,
+        run_id: str,
+        *,
+        until: int | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> Any:
+        """Blocking form of `areplay`."""
+        if self._in_loop_thread():
+            raise UsageError(
+                "rt.replay() would block the runtime's event loop: use `await rt.areplay()`"
+            )
+        return self._loop_thread().submit(self._replay(run_id, until, on_step)).result()
+
+    async def areplay(
+        self,
+        run_id: str,
+        *,
+        until: int | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> Any:
+        """Re-execute a run's code against its recording: no network, no tool, no write.
+
+        Returns the recorded output (None when stopped early by `until`, or at the end of
+        the recording of an unfinished run), re-raises the recorded error of a failed run,
+        or raises `NonDeterminismError` where the code asks for something else than the
+        recording holds. `on_step(step)` is called for each step as it is replayed;
+        `until=k` stops after step k.
+        """
+        future = self._loop_thread().submit(self._replay(run_id, until, on_step))
+        return await asyncio.wrap_future(future)
+
+    async def _replay(
+        self, run_id: str, until: int | None, on_step: Callable[[StepInfo], None] | None
+    ) -> Any:
+        run = self.get_run(run_id)
+        wf = self._require_workflow(run.workflow)
+        steps = self.store.steps(run_id)
+        recorded = {s.step_index: s for s in steps if until is None or s.step_index <= until}
+        ctx = self._context(
+            run_id,
+            wf.name,
+            epoch=run.epoch,
+            recorded=recorded,
+            metadata=run.metadata,
+            replay=True,
+            on_step=on_step,
+        )
+        ctx.replay_complete = until is None and run.status in ("SUCCEEDED", "FAILED")
+        args, kwargs = wf.decode_input(run.input)
+        try:
+            output = await self._execute(ctx, wf, args, kwargs)
+        except ReplayStopped:
+            return None
+        if until is None and run.status == "SUCCEEDED":
+            replayed = codec.to_json(output, what="the replayed output")
+            if replayed != run.output:
+                raise NonDeterminismError(
+                    run_id,
+                    len(steps),
+                    f"output {codec.dumps(run.output)[:200]}",
+                    f"output {codec.dumps(replayed)[:200]}",
+                )
+        return output
+
+    def fork(
+        self,
+        run_id: str,
+        at_step: int,
+        *,
+        new_run_id: str | None = None,
+        response: Any = None,
+        model: Any = None,
+        dry_run: bool = False,
+    ) -> RunHandle:
+        """Start a new run from a recorded one: keep steps 0..at_step-1, run from at_step.
+
+        Args:
+            run_id: the source run (a fork of a fork works).
+            at_step: the first step that is not kept. An LLM step there sends a new
+                request, unless `response` is given.
+            new_run_id: the fork's id; generated when left out.
+            response: replaces the LLM response at `at_step` (a `ModelResponse`, a dict
+                or JSON text of that shape; missing fields are filled in); the run
+                continues after it and the step is recorded as edited.
+            model: switch the model for the rest of the run: a `Model`, a model name for
+                the agent's provider, or "provider:name" (openai, openai-responses,
+                anthropic).
+            dry_run: execute no `side_effect` tool: its `simulate` hook answers, or the
+                model is told the call was simulated.
+
+        Unknown run, `at_step` out of range or `response` on a non-LLM step raise an
+        exception and write nothing.
+        """
+        source = self.get_run(run_id)
+        wf = self._require_workflow(source.workflow)
+        loop = self._loop_thread()
+        model_meta, model_instance = resolve_model_choice(model)
+        now = self.clock()
+        new_id = new_run_id or uuid.uuid4().hex
+        run, copied = plan_fork(
+            source,
+            self.store.steps(run_id),
+            at_step,
+            new_run_id=new_id,
+            owner=self.executor_id,
+            now=now,
+            lease_seconds=self.lease_seconds,
+            response=response,
+            model=model_meta,
+            dry_run=dry_run,
+        )
+        if not self.store.create_forked_run(run, input_json=codec.dumps(run.input), steps=copied):
+            raise UsageError(f"cannot fork into run id {new_id!r}: a run with that id exists")
+        ctx = self._context(
+            new_id,
+            wf.name,
+            epoch=1,
+            recorded={s.step_index: s for s in copied},
+            metadata=run.metadata,
+        )
+        if model_instance is not None:
+            ctx.values["model_instance"] = model_instance
+        return RunHandle(self, new_id, self._launch(loop, ctx, wf, run.input))
+
+    def _require_workflow(self, name: str) -> Workflow[Any]:
+        wf = self._find_workflow(name)
+        if wf is None:
+            raise NotRegisteredError(
+                f"workflow {name!r} is not registered in this process: import the module "
+                "that defines it (for an agent: the module that constructs it)",
+                name=name,
+            )
+        return wf
 
     # -- reading -----------------------------------------------------------------------
 

@@ -353,7 +353,7 @@ def sleep_sync(seconds: float) -> None:
     """Blocking form of `sleep`, for sync workflows."""
     ctx = current_run("agentdur.sleep_sync")
     until = _sleep_deadline(ctx, ctx.next_index(), seconds)
-    while True:
+    while not ctx.replay:
         ctx.check_signals()
         remaining = (until - ctx.clock()).total_seconds()
         if remaining <= 0:

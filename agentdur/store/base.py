@@ -361,6 +361,20 @@ class SqlStore(ABC):
             if own.rowcount != 1:
                 raise FencedError(step.run_id, epoch)
 
+    def create_forked_run(
+        self, run: RunInfo, *, input_json: str, steps: Sequence[StepInfo]
+    ) -> bool:
+        """Insert a new run with copied steps in one transaction; False if the id is taken."""
+        params = self._run_params(run)
+        params["input"] = self._json_param(input_json)
+        with self.transaction() as cur:
+            cur.execute(self.sql.CREATE_RUN, params)
+            if cur.rowcount != 1:
+                return False
+            for step in steps:
+                cur.execute(self.sql.COPY_STEP, self._step_params(step))
+        return True
+
     # -- row mapping -------------------------------------------------------------------
 
     def _run_params(self, run: RunInfo) -> dict[str, Any]:

@@ -111,6 +111,14 @@ RECORD_STEP = (
     " WHERE agentdur.steps.status IN ('STARTED', 'WAITING')"
 )
 
+COPY_STEP = (
+    "INSERT INTO agentdur.steps (" + STEP_COLUMNS_SQL + ") VALUES (%(run_id)s,"
+    " %(step_index)s, %(name)s, %(kind)s, %(status)s, %(input)s::jsonb, %(output)s::jsonb,"
+    " %(error)s::jsonb, %(attempts)s, %(idempotency_key)s, %(request_hash)s, %(model)s,"
+    " %(usage)s::jsonb, %(started_at)s, %(finished_at)s, %(inherited_from)s, %(edited)s,"
+    " %(dry_run)s, %(deduplicated)s)"
+)
+
 
 def mask_password(url: str) -> str:
     """The URL with its password replaced by ***."""
@@ -148,10 +156,10 @@ class PostgresStore(SqlStore):
             # One direct attempt first: the pool would keep retrying until its timeout.
             psycopg.connect(self._conninfo, connect_timeout=max(1, int(self._timeout))).close()
         except psycopg.Error as exc:
+            detail = " ".join(_masked(str(exc), self._conninfo).split()).rstrip(".?")
             raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {self.url}: "
-                f"{_masked(str(exc).strip(), self._conninfo)}. "
-                "Is the server running and the URL right?",
+                f"cannot connect to PostgreSQL at {self.url}: {detail}. "
+                "Check that the server runs and the URL is right.",
                 url=self.url,
             ) from None
         pool = psycopg_pool.ConnectionPool(

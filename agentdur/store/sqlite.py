@@ -102,6 +102,12 @@ RECORD_STEP = (
     " WHERE steps.status IN ('STARTED', 'WAITING')"
 )
 
+COPY_STEP = (
+    "INSERT INTO steps (" + STEP_COLUMNS_SQL + ") VALUES (:run_id, :step_index, :name, :kind,"
+    " :status, :input, :output, :error, :attempts, :idempotency_key, :request_hash, :model,"
+    " :usage, :started_at, :finished_at, :inherited_from, :edited, :dry_run, :deduplicated)"
+)
+
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SYNCHRONOUS = {
     "FULL": "PRAGMA synchronous=FULL",
