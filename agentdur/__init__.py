@@ -26,12 +26,13 @@ from agentdur.errors import (
     UsageError,
 )
 from agentdur.handle import RunHandle
+from agentdur.messaging import recv
 from agentdur.retry import RetryPolicy
 from agentdur.runtime import Runtime
 from agentdur.store import RunInfo, StepInfo
 from agentdur.streaming import AgentStream
 from agentdur.tools import Tool, ToolContext, tool
-from agentdur.workflow import sleep, sleep_sync, step, workflow
+from agentdur.workflow import sleep, sleep_sync, step, transaction, workflow
 
 __all__ = [
     "Agent",
@@ -66,10 +67,12 @@ __all__ = [
     "ToolContext",
     "UncertainEffect",
     "UsageError",
+    "recv",
     "sleep",
     "sleep_sync",
     "step",
     "tool",
+    "transaction",
     "workflow",
 ]
 

@@ -45,7 +45,8 @@ from agentdur.models import (
 from agentdur.models.base import Model, StreamDone, StreamEvent, events_from_response
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
-from agentdur.tools import Tool, ToolContext, tools_by_name
+from agentdur.tool_steps import ToolExecution
+from agentdur.tools import Tool, tools_by_name
 from agentdur.workflow import Workflow
 
 _AGENTS: dict[str, Agent] = {}
@@ -170,7 +171,8 @@ class _Loop:
         self.emit: EventSink | None = ctx.values.get("emit")
         self.messages: list[Message] = []
         self.pending: list[Message] = []
-        self.tool_steps: dict[str, int] = {}
+        self.tool_steps: dict[int, int] = {}
+        """id() of each tool result message in `messages` -> the index of its tool step."""
         self.last_hash: str | None = None
         self.last_tools: Any = None
         self.usage = Usage()
@@ -249,13 +251,14 @@ class _Loop:
         describe = model.describe()
         request_hash = recording.chain_hash(self.last_hash, describe, tools_json, self.pending)
         pending = list(self.pending)
+        after_response = self.last_hash is not None  # pending[0] is the last response
         recorded = ctx.replayed(
             index,
             model.model_name,
             "llm",
             request_hash=request_hash,
             explain=lambda step: recording.request_diff(
-                step, ctx.recorded, describe, pending, tools_json
+                step, ctx.recorded, describe, pending, tools_json, after_response
             ),
         )
         new_messages, self.pending = self.pending, []
@@ -266,11 +269,13 @@ class _Loop:
             response = recording.response_of(recorded)
             if self.emit is not None:
                 for event in events_from_response(response):
-                    self.emit(event)
+                    if not isinstance(event, StreamDone):
+                        self.emit(event)
         else:
-            response = await self._call_model(
-                model, index, new_messages, tools, describe, request_hash, changed_tools
+            input_data = recording.llm_input(
+                describe, new_messages, self.tool_steps, changed_tools, after_response
             )
+            response = await self._call_model(model, index, tools, request_hash, input_data)
         self.usage = self.usage + response.usage
         return response
 
@@ -278,15 +283,12 @@ class _Loop:
         self,
         model: Model,
         index: int,
-        new_messages: list[Message],
         tools: list[ToolDefinition],
-        describe: dict[str, Any],
         request_hash: str,
-        changed_tools: Any,
+        input_data: dict[str, Any],
     ) -> ModelResponse:
         ctx = self.ctx
         started, attempt = ctx.clock(), 0
-        input_data = recording.llm_input(describe, new_messages, self.tool_steps, changed_tools)
         info = StepInfo(
             run_id=ctx.run_id,
             step_index=index,
@@ -344,14 +346,27 @@ class _Loop:
 
     async def _tool_steps(self, calls: list[ToolCall]) -> list[ToolResultMessage]:
         if self.agent.parallel_tool_calls and len(calls) > 1:
-            # Each _tool_step call takes its index now, in the order the model gave.
-            return list(await asyncio.gather(*[self._tool_step(call) for call in calls]))
+            # Each _tool_step call takes its index now, in the order the model gave. Every
+            # call finishes (and is recorded) before an error fails the run.
+            outcomes = await asyncio.gather(
+                *[self._tool_step(call) for call in calls], return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            return [o for o in outcomes if isinstance(o, ToolResultMessage)]
         return [await self._tool_step(call) for call in calls]
 
     def _tool_step(self, call: ToolCall) -> Awaitable[ToolResultMessage]:
         index = self.ctx.next_index()
-        self.tool_steps[call.id] = index
-        return self._run_tool(index, call)
+        return self._indexed(index, self._run_tool(index, call))
+
+    async def _indexed(
+        self, index: int, running: Awaitable[ToolResultMessage]
+    ) -> ToolResultMessage:
+        message = await running  # keyed by identity: call ids may repeat or be empty
+        self.tool_steps[id(message)] = index
+        return message
 
     async def _run_tool(self, index: int, call: ToolCall) -> ToolResultMessage:
         ctx = self.ctx
@@ -359,7 +374,7 @@ class _Loop:
         recorded = ctx.replayed(index, name, "tool")
         if recorded is not None and recorded.status in FINISHED_STEP:
             if recorded.status == "ERROR" and self.agent.tool_errors == "raise":
-                raise codec.decode_error(recorded.error or {})
+                raise _tool_error(recorded.error or {})
             return recording.tool_message(recorded, call.id)
         info = StepInfo(
             run_id=ctx.run_id,
@@ -382,7 +397,7 @@ class _Loop:
                 1,
                 {"call_id": call.id, "arguments": call.arguments},
                 error,
-                UsageError(error["message"]),
+                _tool_error(error),
             )
         try:
             arguments = tool.parse_arguments(call.raw_arguments)
@@ -390,62 +405,24 @@ class _Loop:
             raw_input = {"call_id": call.id, "raw_arguments": call.raw_arguments}
             return self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
         input_data = {"call_id": call.id, "arguments": arguments, "effect": tool.effect}
-        if self.dry_run and tool.effect == "side_effect":
-            return await self._simulate(info, tool, arguments, input_data)
-        policy = RetryPolicy(retries=tool.retries, backoff=1.0, max_delay=30.0)
-        attempt = 0
-        while True:
-            attempt += 1
-            tool_ctx = ToolContext(
-                run_id=ctx.run_id,
-                step_index=index,
-                idempotency_key=info.idempotency_key or "",
-                attempt=attempt,
-                tool_name=tool.name,
-            )
-            try:
-                result = await tool.call(arguments, tool_ctx)
-            except Exception as exc:
-                delay = policy.delay(attempt, exc)
-                if delay is None:
-                    return self._tool_failed(
-                        info, attempt, input_data, codec.encode_error(exc), exc
-                    )
-                await asyncio.sleep(delay)
-                continue
-            output = codec.to_json(result, what=f"the result of tool step {index} {name!r}")
-            step = ctx.record(
-                _finished(info, ctx, "SUCCEEDED", attempt),
-                input_data=input_data,
-                output_data=output,
-            )
-            return recording.tool_message(step, call.id)
-
-    async def _simulate(
-        self, info: StepInfo, tool: Tool, arguments: dict[str, Any], input_data: dict[str, Any]
-    ) -> ToolResultMessage:
-        """A dry run: the simulate hook answers, or the model is told nothing happened."""
-        ctx = self.ctx
-        if tool.has_simulate:
-            tool_ctx = ToolContext(
-                run_id=ctx.run_id,
-                step_index=info.step_index,
-                idempotency_key=info.idempotency_key or "",
-                attempt=1,
-                dry_run=True,
-                tool_name=tool.name,
-            )
-            result = await tool.call_simulate(arguments, tool_ctx)
-            output = codec.to_json(result, what=f"the simulated result of {tool.name!r}")
-        else:
-            output = {
-                "simulated": True,
-                "message": f"DRY RUN: {tool.name} was NOT executed and nothing happened in the "
-                "outside world; this result is simulated. Do not tell the user it was done.",
-            }
-        done = _with(_finished(info, ctx, "SUCCEEDED", 1), dry_run=True)
-        step = ctx.record(done, input_data=input_data, output_data=output)
-        return recording.tool_message(step, str(input_data["call_id"]))
+        needs_approval = tool.requires_approval or (
+            self.agent.approve is not None
+            and bool(self.agent.approve(call.model_copy(update={"arguments": arguments})))
+        )
+        execution = ToolExecution(
+            ctx,
+            info,
+            tool,
+            arguments,
+            input_data,
+            recorded,
+            dry_run=self.dry_run,
+            needs_approval=needs_approval,
+        )
+        step, failure = await execution.run()
+        if failure is not None and self.agent.tool_errors == "raise":
+            raise failure
+        return recording.tool_message(step, call.id)
 
     def _tool_failed(
         self,
@@ -506,6 +483,13 @@ def build_model(provider: str | None, name: str, base: Model) -> Model:
     if provider not in adapters:
         raise UsageError(f"cannot build a {provider!r} model for {name!r}")
     return adapters[provider](name)  # type: ignore[call-arg]
+
+
+def _tool_error(error: dict[str, Any]) -> BaseException:
+    """The exception a failed tool step raises with tool_errors="raise"."""
+    if error.get("type") == "UnknownTool":  # the model named a tool the agent lacks
+        return ModelBehaviorError(str(error.get("message", "")))
+    return codec.decode_error(error)
 
 
 def _finished(info: StepInfo, ctx: RunContext, status: str, attempts: int) -> StepInfo:

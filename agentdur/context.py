@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from agentdur import codec
 from agentdur.errors import (
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FINISHED_STEP = ("SUCCEEDED", "ERROR")
+T = TypeVar("T")
 
 _current: ContextVar[RunContext | None] = ContextVar("agentdur_run", default=None)
 
@@ -48,6 +49,18 @@ class ReplayStopped(BaseException):
 
     A BaseException so that workflow code catching `Exception` cannot swallow it.
     """
+
+
+class RunSuspended(BaseException):
+    """Internal: the run was released as WAITING or NEEDS_ATTENTION and stops executing.
+
+    Whoever delivers the event (a message, an approval, an operator's resolution) makes
+    it runnable again, and any executor continues it by replaying its recording.
+    """
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 def current_run(what: str) -> RunContext:
@@ -91,6 +104,7 @@ class RunContext:
         self.on_step = on_step
         self.cancelled = False
         self.fenced = False
+        self.suspended: str | None = None
         self._next = 0
         self.replay_complete = False
         """Replay of a finished run: a step missing from the recording is a divergence."""
@@ -117,6 +131,8 @@ class RunContext:
             raise FencedError(self.run_id, self.epoch)
         if self.cancelled:
             raise RunCancelledError(self.run_id)
+        if self.suspended:
+            raise RunSuspended(self.suspended)
 
     def replayed(
         self,
@@ -205,6 +221,35 @@ class RunContext:
             run.epoch if run else "?",
         )
         raise FencedError(self.run_id, self.epoch)
+
+    def guarded(self, write: Callable[[], T]) -> T:
+        """Run a store write that names this run's epoch; explain a refusal."""
+        if self.replay:
+            raise ReplayStopped
+        try:
+            return write()
+        except FencedError:
+            self.explain_refusal()
+            raise
+
+    def suspend(self, status: str, *, reason: dict[str, Any] | None = None) -> NoReturn:
+        """Release the run as NEEDS_ATTENTION (with the reason) and stop executing it."""
+        self.guarded(
+            lambda: self.store.suspend_run(
+                self.run_id,
+                epoch=self.epoch,
+                status=status,
+                wake_at=None,
+                error_json=None if reason is None else codec.dumps(reason),
+            )
+        )
+        self.suspended = status
+        raise RunSuspended(status)
+
+    def waiting(self) -> NoReturn:
+        """The store released the run as WAITING: stop executing it."""
+        self.suspended = "WAITING"
+        raise RunSuspended("WAITING")
 
     async def sleep_until(self, until: datetime) -> None:
         """Sleep until a wall-clock time, waking early if the run is cancelled or fenced."""

@@ -8,8 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentdur import codec
+from agentdur.context import RunSuspended
 from agentdur.errors import (
     FencedError,
+    NeedsAttentionError,
     RunCancelledError,
     RunFailedError,
     StepFailed,
@@ -61,8 +63,8 @@ class RunHandle:
                 return self._future.result(timeout)
             except concurrent.futures.TimeoutError:
                 raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
-            except FencedError:
-                pass  # another executor continues the run: follow it in the store
+            except (FencedError, RunSuspended):
+                pass  # released, or continued by another executor: follow it in the store
         delay = _POLL_FIRST
         while True:
             outcome = self._stored_outcome()
@@ -83,7 +85,7 @@ class RunHandle:
                 return await asyncio.wait_for(asyncio.wrap_future(self._future), timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
-            except FencedError:
+            except (FencedError, RunSuspended):
                 pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -100,6 +102,16 @@ class RunHandle:
     def _stored_outcome(self) -> Any:
         """None while unfinished; else a callable returning the output or raising."""
         run = self.runtime.get_run(self.run_id)
+        if run.status == "NEEDS_ATTENTION":
+            reason = run.error or {}
+            attention = NeedsAttentionError(
+                self.run_id, int(reason.get("step_index", -1)), str(reason.get("message", ""))
+            )
+
+            def needs_attention() -> Any:
+                raise attention
+
+            return needs_attention
         if run.status not in FINISHED:
             return None
         if run.status == "SUCCEEDED":

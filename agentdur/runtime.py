@@ -36,8 +36,9 @@ from agentdur.fork import fork_settings, plan_fork
 from agentdur.handle import RunHandle
 from agentdur.loop import LoopThread
 from agentdur.models import Usage
-from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
+from agentdur.store import FINISHED, RunInfo, SqlStore, StepInfo, open_store
 from agentdur.streaming import AgentStream
+from agentdur.tool_steps import approval_topic
 from agentdur.workflow import Workflow, find_workflow, lookup_workflow
 
 logger = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ class Runtime:
                     result = await asyncio.get_running_loop().run_in_executor(None, call)
                 output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
             except Exception as exc:
-                ctx.check_signals()
+                ctx.check_signals()  # fenced, cancelled or suspended: that is the outcome
                 self._finish(ctx, "FAILED", error=codec.encode_error(exc))
                 raise
             ctx.check_signals()
@@ -412,21 +413,28 @@ class Runtime:
                     workflow_name,
                 )
                 continue
-            claimed = self.store.claim_run(
-                run_id,
-                owner=self.executor_id,
-                now=now,
-                lease_until=now + timedelta(seconds=self.lease_seconds),
-            )
-            if claimed is None:
-                continue
-            recorded = {step.step_index: step for step in self.store.steps(run_id)}
-            ctx = self._context(
-                run_id, wf.name, epoch=claimed.epoch, recorded=recorded, metadata=claimed.metadata
-            )
-            logger.info("recovering run %s at step %d", run_id, len(recorded))
-            handles.append(RunHandle(self, run_id, self._launch(loop, ctx, wf, claimed.input)))
+            handle = self._claim_and_launch(loop, run_id, wf, now)
+            if handle is not None:
+                handles.append(handle)
         return handles
+
+    def _claim_and_launch(
+        self, loop: LoopThread, run_id: str, wf: Workflow[Any], now: datetime
+    ) -> RunHandle | None:
+        claimed = self.store.claim_run(
+            run_id,
+            owner=self.executor_id,
+            now=now,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+        )
+        if claimed is None:
+            return None
+        recorded = {step.step_index: step for step in self.store.steps(run_id)}
+        ctx = self._context(
+            run_id, wf.name, epoch=claimed.epoch, recorded=recorded, metadata=claimed.metadata
+        )
+        logger.info("continuing run %s from step %d", run_id, len(recorded))
+        return RunHandle(self, run_id, self._launch(loop, ctx, wf, claimed.input))
 
     async def arecover(self) -> list[RunHandle]:
         """Async twin of `recover`."""
@@ -476,6 +484,90 @@ class Runtime:
             ctx.cancelled = True
         elif run.status == "RUNNING" and run.owner != self.executor_id:
             ctx.fenced = True
+
+    # -- messages, approvals, resolutions ----------------------------------------------
+
+    def send(self, run_id: str, topic: str, value: Any = None) -> None:
+        """Deliver a message to a run's `recv(topic)`; a run waiting for it continues.
+
+        The run continues in this process if its workflow is registered here, else in
+        any executor that recovers it.
+        """
+        data = codec.to_json(value, what=f"the message on topic {topic!r}")
+        status = self._ensure_store().send_message(
+            run_id, topic, value_json=codec.dumps(data), now=self.clock()
+        )
+        if status is None:
+            raise RunNotFoundError(run_id)
+        if status in FINISHED:
+            raise UsageError(f"run {run_id!r} is {status}: it receives no more messages")
+        self._resume(run_id)
+
+    def approve(
+        self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
+    ) -> None:
+        """Record a reviewer's decision on a tool call waiting for approval.
+
+        An approved call executes; a denied one goes back to the model as the tool's
+        result, with the note.
+        """
+        step = self._waiting_step(run_id, step_index, "WAITING", "approval")
+        if step.kind != "tool":
+            raise UsageError(f"step {step_index} of run {run_id!r} is not a tool call")
+        self.send(run_id, approval_topic(step_index), {"approved": approved, "note": note})
+
+    def resolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
+        """Settle an uncertain side effect so the run (NEEDS_ATTENTION) can go on.
+
+        Args:
+            action: "retry" executes the tool again (you checked the effect did not
+                happen); "result" records `value` as its result (it did happen);
+                "fail" records it as failed with `value` as the message, which the
+                model receives as the tool's error.
+        """
+        if action not in ("retry", "result", "fail"):
+            raise UsageError(f"action must be 'retry', 'result' or 'fail', not {action!r}")
+        self._waiting_step(run_id, step_index, "STARTED", "resolution")
+        output = error = None
+        if action == "result":
+            output = codec.dumps(codec.to_json(value, what="the resolved result"))
+        elif action == "fail":
+            error = codec.dumps(
+                {"type": "ResolvedAsFailed", "message": str(value or "failed (resolved)")}
+            )
+        try:
+            self.store.resolve_step(
+                run_id,
+                step_index,
+                action=action,
+                output_json=output,
+                error_json=error,
+                now=self.clock(),
+            )
+        except ValueError as exc:
+            raise UsageError(f"cannot resolve step {step_index} of run {run_id!r}: {exc}") from None
+        self._resume(run_id)
+
+    def _waiting_step(self, run_id: str, index: int, status: str, what: str) -> StepInfo:
+        run = self.get_run(run_id)
+        steps = {s.step_index: s for s in self.store.steps(run_id)}
+        step = steps.get(index)
+        if step is None or step.status != status:
+            found = "not recorded" if step is None else f"{step.kind} step, {step.status}"
+            raise UsageError(
+                f"step {index} of run {run_id!r} ({run.status}) is not waiting for {what} ({found})"
+            )
+        return step
+
+    def _resume(self, run_id: str) -> RunHandle | None:
+        """Continue a runnable run here, if its workflow is known in this process."""
+        run = self.store.get_run(run_id)
+        if run is None or run.status != "PENDING" or run_id in self._active:
+            return None
+        wf = self._find_workflow(run.workflow)
+        if wf is None:
+            return None
+        return self._claim_and_launch(self._loop_thread(), run_id, wf, self.clock())
 
     # -- replay and fork ---------------------------------------------------------------
 

@@ -132,6 +132,8 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
 class Step:
     """A function whose outcome is recorded; calling it inside a run is a durable step."""
 
+    kind = "step"
+
     def __init__(self, fn: Callable[..., Any], name: str, policy: RetryPolicy) -> None:
         self.fn = fn
         self.name = name
@@ -149,7 +151,7 @@ class Step:
         return self._run_sync(ctx, index, args, kwargs)
 
     def _recorded(self, ctx: RunContext, index: int) -> StepInfo | None:
-        recorded = ctx.replayed(index, self.name, "step")
+        recorded = ctx.replayed(index, self.name, self.kind)
         return recorded if recorded is not None and recorded.status in FINISHED_STEP else None
 
     def _outcome(self, recorded: StepInfo) -> Any:
@@ -206,12 +208,14 @@ class Step:
         started: datetime,
         attempt: int,
         result: Any,
+        cur: Any = None,
     ) -> Any:
         output = codec.to_json(result, what=f"the output of step {index} {self.name!r}")
         ctx.record(
             self._info(ctx, index, "SUCCEEDED", started, attempt),
             input_data=_input_record(args, kwargs),
             output_data=output,
+            cur=cur,
         )
         # Return what a replay would return, so live and recovered runs see the same value.
         return codec.from_json(output, self.return_type)
@@ -239,12 +243,86 @@ class Step:
             run_id=ctx.run_id,
             step_index=index,
             name=self.name,
-            kind="step",
+            kind=self.kind,
             status=status,
             attempts=attempts,
             started_at=started,
             finished_at=ctx.clock(),
         )
+
+
+class TransactionStep(Step):
+    """A step whose function writes through `db`, in one transaction with its checkpoint.
+
+    The function takes the connection as its first parameter (sqlite3 or psycopg, the
+    runtime's own database) and is called without it: `add_order(order)`. Its writes
+    and the step's checkpoint commit together or not at all: exactly once.
+    """
+
+    kind = "transaction"
+
+    def _run_sync(
+        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        recorded = self._recorded(ctx, index)
+        if recorded is not None:
+            return self._outcome(recorded)
+        started, attempt = ctx.clock(), 0
+        while True:
+            attempt += 1
+            try:
+                with ctx.store.dedicated_transaction() as (conn, cur):
+                    result = self.fn(conn, *args, **kwargs)
+                    return self._record_success(
+                        ctx, index, args, kwargs, started, attempt, result, cur=cur
+                    )
+            except Exception as exc:
+                ctx.check_signals()
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
+                    raise
+                time.sleep(delay)
+
+    async def _run_async(
+        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        recorded = self._recorded(ctx, index)
+        if recorded is not None:
+            return self._outcome(recorded)
+        started, attempt = ctx.clock(), 0
+        while True:
+            attempt += 1
+            try:
+                with ctx.store.dedicated_transaction() as (conn, cur):
+                    result = await self.fn(conn, *args, **kwargs)
+                    return self._record_success(
+                        ctx, index, args, kwargs, started, attempt, result, cur=cur
+                    )
+            except Exception as exc:
+                ctx.check_signals()
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
+                    raise
+                await asyncio.sleep(delay)
+
+
+def transaction(
+    fn: Any = None, /, *, name: str | None = None, retries: int = 0, backoff: float = 1.0
+) -> Any:
+    """Declare a transactional step: `fn(db, ...)` writes through `db`, exactly once.
+
+    `db` is a connection to the runtime's database whose transaction also records the
+    step, so the writes and the checkpoint commit together. Call it without `db`. On
+    SQLite it holds the database's write lock while it runs: keep it short.
+    """
+    policy = RetryPolicy(retries=retries, backoff=backoff)
+
+    def decorate(func: Callable[..., Any]) -> Step:
+        return TransactionStep(func, name or func.__qualname__, policy)
+
+    return decorate(fn) if fn is not None else decorate
 
 
 def _input_record(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -69,14 +69,16 @@ CLAIM_RUN = (
     "UPDATE agentdur.runs SET owner = %(owner)s, epoch = epoch + 1,"
     " lease_until = %(lease_until)s, status = 'RUNNING',"
     " started_at = coalesce(started_at, %(now)s), attempts = attempts + 1"
-    " WHERE run_id = %(run_id)s AND status IN ('PENDING', 'RUNNING')"
-    " AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s)"
+    " WHERE run_id = %(run_id)s AND ((status IN ('PENDING', 'RUNNING')"
+    " AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s))"
+    " OR (status = 'WAITING' AND lease_until < %(now)s))"
     " RETURNING " + RUN_COLUMNS_SQL
 )
 RECOVERABLE_RUNS = """
 SELECT run_id, workflow FROM agentdur.runs
-WHERE status IN ('PENDING', 'RUNNING')
-    AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s)
+WHERE (status IN ('PENDING', 'RUNNING')
+        AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s))
+    OR (status = 'WAITING' AND lease_until < %(now)s)
 ORDER BY created_at"""
 UPSERT_EXECUTOR = """
 INSERT INTO agentdur.executors (executor_id, host, pid, heartbeat_at)
@@ -117,6 +119,56 @@ COPY_STEP = (
     " %(error)s::jsonb, %(attempts)s, %(idempotency_key)s, %(request_hash)s, %(model)s,"
     " %(usage)s::jsonb, %(started_at)s, %(finished_at)s, %(inherited_from)s, %(edited)s,"
     " %(dry_run)s, %(deduplicated)s)"
+)
+
+BEGIN_EFFECT = """
+INSERT INTO agentdur.effects (idempotency_key, run_id, step_index, tool, status, created_at)
+VALUES (%(idempotency_key)s, %(run_id)s, %(step_index)s, %(tool)s, 'STARTED', %(now)s)
+ON CONFLICT (idempotency_key) DO NOTHING"""
+GET_EFFECT = """
+SELECT idempotency_key, run_id, step_index, tool, status, result FROM agentdur.effects
+WHERE idempotency_key = %(idempotency_key)s"""
+FINISH_EFFECT = """
+UPDATE agentdur.effects SET status = 'DONE', result = %(result)s::jsonb, finished_at = %(now)s
+WHERE idempotency_key = %(idempotency_key)s"""
+RELEASE_EFFECT = """
+DELETE FROM agentdur.effects
+WHERE idempotency_key = %(idempotency_key)s AND run_id = %(run_id)s
+    AND step_index = %(step_index)s AND status = 'STARTED'"""
+SUSPEND_RUN = """
+UPDATE agentdur.runs SET status = %(status)s, owner = NULL, lease_until = %(wake_at)s,
+    error = %(error)s::jsonb
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
+RELEASE_WAITING_RUN = """
+UPDATE agentdur.runs SET status = 'PENDING', owner = NULL, lease_until = NULL, error = NULL
+WHERE run_id = %(run_id)s AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
+DELETE_STARTED_STEP = """
+DELETE FROM agentdur.steps WHERE run_id = %(run_id)s AND step_index = %(step_index)s
+    AND status IN ('STARTED', 'WAITING')"""
+RESOLVE_STEP = """
+UPDATE agentdur.steps SET status = %(status)s, output = %(output)s::jsonb,
+    error = %(error)s::jsonb, finished_at = %(now)s
+WHERE run_id = %(run_id)s AND step_index = %(step_index)s AND status IN ('STARTED', 'WAITING')"""
+NEXT_MESSAGE_SEQ = (
+    "SELECT coalesce(max(seq), 0) + 1 FROM agentdur.messages WHERE run_id = %(run_id)s"
+)
+SEND_MESSAGE = """
+INSERT INTO agentdur.messages (run_id, seq, topic, value, created_at)
+VALUES (%(run_id)s, %(seq)s, %(topic)s, %(value)s::jsonb, %(now)s)"""
+TAKE_MESSAGE = """
+SELECT seq, value FROM agentdur.messages
+WHERE run_id = %(run_id)s AND topic = %(topic)s AND NOT consumed ORDER BY seq LIMIT 1
+FOR UPDATE"""
+CONSUME_MESSAGE = (
+    "UPDATE agentdur.messages SET consumed = TRUE WHERE run_id = %(run_id)s AND seq = %(seq)s"
+)
+LATEST_MESSAGE = """
+SELECT value FROM agentdur.messages WHERE run_id = %(run_id)s AND topic = %(topic)s
+ORDER BY seq DESC LIMIT 1"""
+LOCK_RUN = "SELECT status FROM agentdur.runs WHERE run_id = %(run_id)s FOR UPDATE"
+GET_STEP = (
+    "SELECT " + STEP_COLUMNS_SQL + " FROM agentdur.steps"
+    " WHERE run_id = %(run_id)s AND step_index = %(step_index)s"
 )
 
 
@@ -205,6 +257,15 @@ class PostgresStore(SqlStore):
             conn.cursor() as cur,
         ):
             yield cur
+
+    @contextmanager
+    def dedicated_transaction(self) -> Iterator[tuple[Any, Cursor]]:
+        with (
+            self._get_pool().connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield conn, cur
 
     def _lock_migrations(self, cur: Cursor) -> None:
         cur.execute(LOCK_MIGRATIONS)

@@ -66,13 +66,15 @@ WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
 CLAIM_RUN = (
     "UPDATE runs SET owner = :owner, epoch = epoch + 1, lease_until = :lease_until,"
     " status = 'RUNNING', started_at = coalesce(started_at, :now), attempts = attempts + 1"
-    " WHERE run_id = :run_id AND status IN ('PENDING', 'RUNNING')"
-    " AND (owner IS NULL OR owner = :owner OR lease_until < :now)"
+    " WHERE run_id = :run_id AND ((status IN ('PENDING', 'RUNNING')"
+    " AND (owner IS NULL OR owner = :owner OR lease_until < :now))"
+    " OR (status = 'WAITING' AND lease_until < :now))"
     " RETURNING " + RUN_COLUMNS_SQL
 )
 RECOVERABLE_RUNS = """
 SELECT run_id, workflow FROM runs
-WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR owner = :owner OR lease_until < :now)
+WHERE (status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR owner = :owner OR lease_until < :now))
+    OR (status = 'WAITING' AND lease_until < :now)
 ORDER BY created_at"""
 UPSERT_EXECUTOR = """
 INSERT INTO executors (executor_id, host, pid, heartbeat_at)
@@ -107,6 +109,47 @@ COPY_STEP = (
     " :status, :input, :output, :error, :attempts, :idempotency_key, :request_hash, :model,"
     " :usage, :started_at, :finished_at, :inherited_from, :edited, :dry_run, :deduplicated)"
 )
+
+BEGIN_EFFECT = """
+INSERT INTO effects (idempotency_key, run_id, step_index, tool, status, created_at)
+VALUES (:idempotency_key, :run_id, :step_index, :tool, 'STARTED', :now)
+ON CONFLICT (idempotency_key) DO NOTHING"""
+GET_EFFECT = """
+SELECT idempotency_key, run_id, step_index, tool, status, result FROM effects
+WHERE idempotency_key = :idempotency_key"""
+FINISH_EFFECT = """
+UPDATE effects SET status = 'DONE', result = :result, finished_at = :now
+WHERE idempotency_key = :idempotency_key"""
+RELEASE_EFFECT = """
+DELETE FROM effects
+WHERE idempotency_key = :idempotency_key AND run_id = :run_id AND step_index = :step_index
+    AND status = 'STARTED'"""
+SUSPEND_RUN = """
+UPDATE runs SET status = :status, owner = NULL, lease_until = :wake_at, error = :error
+WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
+RELEASE_WAITING_RUN = """
+UPDATE runs SET status = 'PENDING', owner = NULL, lease_until = NULL, error = NULL
+WHERE run_id = :run_id AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
+DELETE_STARTED_STEP = """
+DELETE FROM steps WHERE run_id = :run_id AND step_index = :step_index
+    AND status IN ('STARTED', 'WAITING')"""
+RESOLVE_STEP = """
+UPDATE steps SET status = :status, output = :output, error = :error, finished_at = :now
+WHERE run_id = :run_id AND step_index = :step_index AND status IN ('STARTED', 'WAITING')"""
+NEXT_MESSAGE_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM messages WHERE run_id = :run_id"
+SEND_MESSAGE = """
+INSERT INTO messages (run_id, seq, topic, value, created_at)
+VALUES (:run_id, :seq, :topic, :value, :now)"""
+TAKE_MESSAGE = """
+SELECT seq, value FROM messages
+WHERE run_id = :run_id AND topic = :topic AND NOT consumed ORDER BY seq LIMIT 1"""
+CONSUME_MESSAGE = "UPDATE messages SET consumed = 1 WHERE run_id = :run_id AND seq = :seq"
+LOCK_RUN = "SELECT status FROM runs WHERE run_id = :run_id"
+GET_STEP = (
+    "SELECT " + STEP_COLUMNS_SQL + " FROM steps WHERE run_id = :run_id AND step_index = :step_index"
+)
+LATEST_MESSAGE = """
+SELECT value FROM messages WHERE run_id = :run_id AND topic = :topic ORDER BY seq DESC LIMIT 1"""
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SYNCHRONOUS = {
@@ -196,6 +239,26 @@ class SqliteStore(SqlStore):
                 cur.execute("COMMIT")
             finally:
                 cur.close()
+
+    @contextmanager
+    def dedicated_transaction(self) -> Iterator[tuple[Any, Cursor]]:
+        # A connection of its own: the shared one may be used by other steps meanwhile.
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(_SYNCHRONOUS[self._synchronous])
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn, cur
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                cur.execute("COMMIT")
+        finally:
+            conn.close()
 
     def _lock_migrations(self, cur: Cursor) -> None:
         # BEGIN IMMEDIATE already holds SQLite's write lock for the whole migration.
