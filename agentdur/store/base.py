@@ -21,11 +21,14 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from importlib import resources
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from typing_extensions import LiteralString
 
 from agentdur.errors import FencedError, SchemaVersionError
+
+if TYPE_CHECKING:
+    from agentdur.store.audit_queries import ToolCallRecord, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,7 @@ RUN_COLUMNS = tuple(f.name for f in fields(RunInfo))
 STEP_COLUMNS = tuple(f.name for f in fields(StepInfo))
 _RUN_JSON = {"input", "output", "error", "metadata"}
 _STEP_JSON = {"input", "output", "error", "usage"}
+_STEP_PAYLOAD = {"input", "output", "error"}
 _RUN_TIME = {"lease_until", "created_at", "started_at", "finished_at"}
 _STEP_TIME = {"started_at", "finished_at"}
 _STEP_BOOL = {"edited", "dry_run", "deduplicated"}
@@ -365,7 +369,7 @@ class SqlStore(ABC):
 
         With `cur`, the write joins that transaction (transactional steps).
         """
-        params = self._step_params(step)
+        params = self._step_params(step, payload=False)
         params.update(
             epoch=epoch,
             input=self._json_param(input_json),
@@ -407,7 +411,7 @@ class SqlStore(ABC):
         output_json: str | None,
         error_json: str | None,
     ) -> None:
-        params = self._step_params(step)
+        params = self._step_params(step, payload=False)
         params.update(
             epoch=epoch,
             input=self._json_param(input_json),
@@ -665,6 +669,26 @@ class SqlStore(ABC):
             row = cur.fetchone()
         return (False, None) if row is None else (True, self._json_value(row[0]))
 
+    # -- audit (audit_queries.py holds these; they read the views of migration 0002) ---
+
+    def tool_calls(self, **filters: Any) -> list[ToolCallRecord]:
+        """Tool calls, oldest first: `audit_queries.tool_calls` names the filters."""
+        from agentdur.store import audit_queries
+
+        return audit_queries.tool_calls(self, **filters)
+
+    def llm_usage(self, *, group_by: str, **filters: Any) -> list[UsageRecord]:
+        """Tokens per run, agent or model: see `audit_queries.llm_usage`."""
+        from agentdur.store import audit_queries
+
+        return audit_queries.llm_usage(self, group_by=group_by, **filters)
+
+    def run_tree(self, run_id: str) -> list[RunInfo]:
+        """The run and every run forked from it, recursively, oldest first."""
+        from agentdur.store import audit_queries
+
+        return audit_queries.run_tree(self, run_id)
+
     # -- row mapping -------------------------------------------------------------------
 
     def _run_params(self, run: RunInfo) -> dict[str, Any]:
@@ -678,12 +702,16 @@ class SqlStore(ABC):
             params[name] = value
         return params
 
-    def _step_params(self, step: StepInfo) -> dict[str, Any]:
+    def _step_params(self, step: StepInfo, *, payload: bool = True) -> dict[str, Any]:
+        """Statement parameters of a step; without `payload`, input/output/error are
+        left for the caller, who has them as JSON text already."""
         params: dict[str, Any] = {}
         for name in STEP_COLUMNS:
             value = getattr(step, name)
             if name in _STEP_TIME:
                 value = self._time_param(value)
+            elif name in _STEP_PAYLOAD and not payload:
+                continue
             elif name in _STEP_JSON:
                 value = self._json_param(None if value is None else _dumps(value))
             params[name] = value

@@ -172,6 +172,46 @@ GET_STEP = (
 )
 
 
+TOOL_CALL_COLUMNS_SQL = (
+    "run_id, agent, step_index, tool, arguments, result, error, effect, idempotency_key, "
+    "status, attempts, started_at, finished_at, inherited, inherited_from, dry_run, deduplicated"
+)
+TOOL_CALLS = (
+    "SELECT " + TOOL_CALL_COLUMNS_SQL + " FROM agentdur.tool_calls"
+    " WHERE (%(tool)s::text IS NULL OR tool = %(tool)s)"
+    " AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)"
+    " AND (%(agent)s::text IS NULL OR agent = %(agent)s)"
+    " AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)"
+    " AND (%(status)s::text IS NULL OR status = %(status)s)"
+    " AND (%(effect)s::text IS NULL OR effect = %(effect)s)"
+    " ORDER BY started_at, run_id, step_index"
+)
+_LLM_USAGE_WHERE = (
+    " WHERE NOT inherited AND NOT edited AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)"
+    " AND (%(agent)s::text IS NULL OR agent = %(agent)s)"
+    " AND (%(since)s::timestamptz IS NULL OR started_at >= %(since)s)"
+)
+LLM_USAGE_BY_RUN = (
+    "SELECT run_id, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)"
+    " FROM agentdur.llm_calls" + _LLM_USAGE_WHERE
+    + " GROUP BY run_id ORDER BY min(started_at), run_id"
+)
+LLM_USAGE_BY_AGENT = (
+    "SELECT agent, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)"
+    " FROM agentdur.llm_calls" + _LLM_USAGE_WHERE + " GROUP BY agent ORDER BY agent"
+)
+LLM_USAGE_BY_MODEL = (
+    "SELECT model, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)"
+    " FROM agentdur.llm_calls" + _LLM_USAGE_WHERE + " GROUP BY model ORDER BY model"
+)
+RUN_TREE = (
+    "WITH RECURSIVE tree (run_id) AS ("
+    "SELECT run_id FROM agentdur.runs WHERE run_id = %(run_id)s UNION"
+    " SELECT r.run_id FROM agentdur.runs AS r JOIN tree ON r.forked_from = tree.run_id)"
+    " SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs"
+    " WHERE run_id IN (SELECT run_id FROM tree) ORDER BY created_at, run_id"
+)
+
 def mask_password(url: str) -> str:
     """The URL with its password replaced by ***."""
     from urllib.parse import urlsplit, urlunsplit

@@ -69,7 +69,8 @@ CREATE TABLE agentdur.steps (
     deduplicated    BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (run_id, step_index)
 );
-CREATE INDEX steps_kind_name ON agentdur.steps (kind, name, started_at);
+-- Only tool steps are searched by name (audit); other steps add no index page per write.
+CREATE INDEX steps_tool_name ON agentdur.steps (name, started_at) WHERE kind = 'tool';
 
 CREATE TABLE agentdur.effects (
     idempotency_key TEXT PRIMARY KEY,

@@ -69,7 +69,8 @@ CREATE TABLE steps (
     deduplicated    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, step_index)
 );
-CREATE INDEX steps_kind_name ON steps (kind, name, started_at);
+-- Only tool steps are searched by name (audit); other steps add no index page per write.
+CREATE INDEX steps_tool_name ON steps (name, started_at) WHERE kind = 'tool';
 
 CREATE TABLE effects (
     idempotency_key TEXT PRIMARY KEY,
