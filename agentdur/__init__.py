@@ -27,6 +27,7 @@ from agentdur.errors import (
 )
 from agentdur.handle import RunHandle
 from agentdur.messaging import recv
+from agentdur.queues import Queue, RateLimit
 from agentdur.retry import RetryPolicy
 from agentdur.runtime import Runtime
 from agentdur.store import RunInfo, StepInfo
@@ -49,6 +50,8 @@ __all__ = [
     "NonDeterminismError",
     "NotRegisteredError",
     "OutsideRunError",
+    "Queue",
+    "RateLimit",
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",

@@ -43,6 +43,7 @@ from agentdur.models import (
     UserMessage,
 )
 from agentdur.models.base import Model, StreamDone, StreamEvent, events_from_response
+from agentdur.queues import RateLimit, admit, estimate_tokens
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tool_steps import ToolExecution
@@ -301,6 +302,7 @@ class _Loop:
         )
         while True:
             attempt += 1
+            admission = await self._admit(model)
             began = time.perf_counter()
             try:
                 response = await self._request(model, list(self.messages), tools)
@@ -316,6 +318,8 @@ class _Loop:
                 await asyncio.sleep(delay)
                 continue
             latency_ms = (time.perf_counter() - began) * 1000
+            if admission is not None:
+                ctx.store.rate_settle(admission[0], admission[1], response.usage.total_tokens)
             done = _finished(info, ctx, "SUCCEEDED", attempt)
             done = _with(
                 done, model=response.model or model.model_name, usage=response.usage.model_dump()
@@ -326,6 +330,16 @@ class _Loop:
                 output_data=recording.llm_output(response, latency_ms),
             )
             return response
+
+    async def _admit(self, model: Model) -> tuple[str, str] | None:
+        """Wait for the model's rate limiter (shared by every process on the database)."""
+        limit: RateLimit | None = getattr(model, "rate_limit", None)
+        if limit is None:
+            return None
+        limiter = f"model:{model.provider}:{model.model_name}"
+        estimate = estimate_tokens(self.messages) if limit.tokens else 0
+        event = await admit(self.ctx.store, limiter, limit, clock=self.ctx.clock, tokens=estimate)
+        return (limiter, event) if limit.tokens else None
 
     async def _request(
         self, model: Model, messages: list[Message], tools: list[ToolDefinition]

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
+from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
-from agentdur.runtime import DEFAULT_DATABASE_URL, Runtime
+from agentdur.runtime import Runtime
 from agentdur.store import FINISHED, UNFINISHED, RunInfo, SqliteStore, StepInfo, mask_password
 
 PROG = "agentdur"

@@ -21,7 +21,7 @@ from agentdur.store import FINISHED
 from agentdur.workflow import find_workflow
 
 if TYPE_CHECKING:
-    from agentdur.runtime import Runtime
+    from agentdur.engine import Engine
 
 _POLL_FIRST, _POLL_MAX = 0.02, 0.5
 
@@ -35,7 +35,7 @@ class RunHandle:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Engine,
         run_id: str,
         future: concurrent.futures.Future[Any] | None = None,
     ) -> None:

@@ -6,23 +6,26 @@ and what is read back agree by construction.
 Each payload is stored once:
 - an LLM step's input holds only the messages new since the previous LLM step, and a
   tool result among them is a reference `{"role": "tool", "step": k}` to tool step k
-  (its output is the content); the assistant message of a turn is the previous LLM
-  step's response, so it is not stored again;
+  (its output is the content); the assistant message that opens a turn is the previous
+  LLM step's response, so it is not stored again (assistant messages of the prompt are);
 - an LLM step's output is the provider's raw body (`{"raw": ...}`), from which the
   neutral response is parsed on read, or the neutral response itself for models without
-  a raw body (`{"response": ...}`);
+  a raw body (`{"response": ...}`), its tool calls without the parsed `arguments` when
+  they are just `raw_arguments` parsed again;
 - tool definitions are stored on the first LLM step and again only when they change;
 - a tool step's input holds the call id and the validated arguments (what the audit
   shows); its output is the tool's result.
 
 The request hash of LLM step n is a chain: sha256(hash of step n-1, model, parameters,
-tools, every message new since step n-1 in full). It therefore covers the whole request
-while costing only the new messages to compute.
+tools, every message new since step n-1 in full, tool-call argument text with sorted
+keys). It therefore covers the whole request while costing only the new messages to
+compute, and does not depend on the key order the store gives JSON back in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +38,7 @@ from agentdur.models import (
     OpenAIChat,
     OpenAIResponses,
     Scripted,
+    ToolCall,
     ToolResultMessage,
     messages_adapter,
 )
@@ -50,25 +54,48 @@ def chain_hash(
     previous: str | None, model: dict[str, Any], tools: Any, new_messages: Sequence[Message]
 ) -> str:
     """The request hash of an LLM step (see the module docstring)."""
-    payload = {
-        "previous": previous,
-        "model": model,
-        "tools": tools,
-        "messages": messages_adapter.dump_python(list(new_messages), mode="json"),
-    }
+    messages = messages_adapter.dump_python(list(new_messages), mode="json")
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            call["raw_arguments"] = _canonical(call["raw_arguments"])
+    payload = {"previous": previous, "model": model, "tools": tools, "messages": messages}
     return hashlib.sha256(codec.dumps_sorted(payload).encode()).hexdigest()
 
 
+def _canonical(raw: str) -> str:
+    """Argument text with sorted keys. Adapters that get an object (Anthropic) write the
+    text themselves, in the key order of the body, which JSONB does not keep."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return codec.dumps_sorted(value) if isinstance(value, dict) else raw
+
+
+def _without_response(new_messages: Sequence[Message], after_response: bool) -> Sequence[Message]:
+    """The new messages less the previous LLM step's response, which opens them."""
+    if after_response and new_messages and isinstance(new_messages[0], AssistantMessage):
+        return new_messages[1:]
+    return new_messages
+
+
 def llm_input(
-    model: dict[str, Any], new_messages: Sequence[Message], tool_steps: dict[str, int], tools: Any
+    model: dict[str, Any],
+    new_messages: Sequence[Message],
+    tool_steps: dict[int, int],
+    tools: Any,
+    after_response: bool,
 ) -> dict[str, Any]:
-    """An LLM step's recorded input; tool results become references to their steps."""
+    """An LLM step's recorded input; tool results become references to their steps.
+
+    `tool_steps` maps `id()` of a tool result message to its tool step; `after_response`
+    says the messages start with the previous LLM step's response (every step but the
+    first).
+    """
     recorded: list[Any] = []
-    for message in new_messages:
-        if isinstance(message, AssistantMessage):
-            continue  # the previous LLM step's response
-        if isinstance(message, ToolResultMessage) and message.tool_call_id in tool_steps:
-            recorded.append({"role": "tool", "step": tool_steps[message.tool_call_id]})
+    for message in _without_response(new_messages, after_response):
+        if isinstance(message, ToolResultMessage) and id(message) in tool_steps:
+            recorded.append({"role": "tool", "step": tool_steps[id(message)]})
         else:
             recorded.append(message.model_dump(mode="json"))
     data: dict[str, Any] = {
@@ -86,6 +113,10 @@ def llm_output(response: ModelResponse, latency_ms: float) -> dict[str, Any]:
     if response.raw is not None:
         return {"raw": response.raw, "latency_ms": round(latency_ms, 1)}
     neutral = response.model_dump(mode="json", exclude={"raw"})
+    for call in neutral["tool_calls"]:
+        reparsed = ToolCall.from_raw(call["id"], call["name"], call["raw_arguments"])
+        if codec.dumps_sorted(reparsed.arguments) == codec.dumps_sorted(call["arguments"]):
+            del call["arguments"]  # stored once, as the text the model sent
     return {"response": neutral, "latency_ms": round(latency_ms, 1)}
 
 
@@ -93,7 +124,12 @@ def response_of(step: StepInfo) -> ModelResponse:
     """The neutral response of a recorded LLM step."""
     output = step.output or {}
     if "response" in output:
-        return ModelResponse.model_validate(output["response"])
+        neutral = dict(output["response"])
+        neutral["tool_calls"] = [
+            call if "arguments" in call else ToolCall.from_raw(**call).model_dump(mode="json")
+            for call in neutral.get("tool_calls") or []
+        ]
+        return ModelResponse.model_validate(neutral)
     provider = (step.input or {}).get("provider", "")
     parser = PARSERS.get(provider)
     if parser is None:
@@ -111,7 +147,9 @@ def tool_content(step: StepInfo) -> tuple[str, bool]:
     output = step.output
     if isinstance(output, dict) and output.get("simulated"):
         return str(output.get("message", "")), False
-    return (output if isinstance(output, str) else codec.dumps(output)), False
+    # Sorted keys: PostgreSQL's JSONB does not keep key order, and the model must be told
+    # the same text live, on recovery and in the rebuilt conversation.
+    return (output if isinstance(output, str) else codec.dumps_sorted(output)), False
 
 
 def tool_message(step: StepInfo, call_id: str) -> ToolResultMessage:
@@ -152,6 +190,7 @@ def request_diff(
     model: dict[str, Any],
     new_messages: Sequence[Message],
     tools: Any,
+    after_response: bool = True,
 ) -> str:
     """A short account of how a request differs from the recorded one at that step."""
     data = recorded.input or {}
@@ -164,7 +203,7 @@ def request_diff(
     if "tools" in data and data["tools"] != tools:
         return "other tool definitions (" + ", ".join(t["name"] for t in tools) + ")"
     old = [_resolve(item, recorded_steps) for item in data.get("messages", [])]
-    new = [m.model_dump(mode="json") for m in new_messages if not isinstance(m, AssistantMessage)]
+    new = [m.model_dump(mode="json") for m in _without_response(new_messages, after_response)]
     for position, (before, after) in enumerate(zip(old, new, strict=False)):
         if before != after:
             return (

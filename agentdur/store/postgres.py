@@ -193,7 +193,8 @@ _LLM_USAGE_WHERE = (
 )
 LLM_USAGE_BY_RUN = (
     "SELECT run_id, count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0)"
-    " FROM agentdur.llm_calls" + _LLM_USAGE_WHERE
+    " FROM agentdur.llm_calls"
+    + _LLM_USAGE_WHERE
     + " GROUP BY run_id ORDER BY min(started_at), run_id"
 )
 LLM_USAGE_BY_AGENT = (
@@ -211,6 +212,56 @@ RUN_TREE = (
     " SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs"
     " WHERE run_id IN (SELECT run_id FROM tree) ORDER BY created_at, run_id"
 )
+ENSURE_QUEUE = """
+INSERT INTO agentdur.queues (name, created_at) VALUES (%(name)s, %(now)s)
+ON CONFLICT (name) DO NOTHING"""
+ENQUEUE_RUN = (
+    "INSERT INTO agentdur.runs (" + RUN_COLUMNS_SQL + ") VALUES (%(run_id)s, %(workflow)s,"
+    " %(status)s, %(input)s::jsonb, %(output)s::jsonb, %(error)s::jsonb, %(parent_run_id)s,"
+    " %(forked_from)s, %(forked_at)s, %(queue)s, %(priority)s, %(dedup_id)s, %(owner)s,"
+    " %(lease_until)s, %(epoch)s, %(attempts)s, %(created_at)s, %(started_at)s,"
+    " %(finished_at)s, %(metadata)s::jsonb) ON CONFLICT DO NOTHING"
+)
+NOTIFY_ENQUEUED = "SELECT pg_notify('agentdur_enqueued', %(queue)s)"
+LISTEN_ENQUEUED = "LISTEN agentdur_enqueued"
+FIND_QUEUED_DUPLICATE = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs WHERE queue = %(queue)s"
+    " AND dedup_id = %(dedup_id)s"
+    " AND status IN ('ENQUEUED', 'PENDING', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION')"
+)
+LOCK_QUEUE = "SELECT name FROM agentdur.queues WHERE name = %(queue)s FOR UPDATE"
+QUEUE_RUNNING = "SELECT count(*) FROM agentdur.runs WHERE queue = %(queue)s AND status = 'RUNNING'"
+QUEUE_STARTED_SINCE = (
+    "SELECT count(*) FROM agentdur.runs WHERE queue = %(queue)s AND started_at >= %(since)s"
+)
+QUEUE_READY = """
+SELECT run_id FROM agentdur.runs WHERE queue = %(queue)s AND status = 'ENQUEUED'
+ORDER BY priority, created_at, run_id LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED"""
+TAKE_QUEUED = (
+    "UPDATE agentdur.runs SET status = 'RUNNING', owner = %(owner)s, epoch = epoch + 1,"
+    " lease_until = %(lease_until)s, started_at = %(now)s, attempts = attempts + 1"
+    " WHERE run_id = %(run_id)s AND status = 'ENQUEUED' RETURNING " + RUN_COLUMNS_SQL
+)
+REQUEUE_RUN = """
+UPDATE agentdur.runs SET status = 'ENQUEUED', owner = NULL, lease_until = NULL,
+    started_at = NULL
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
+RELEASE_OWNED = """
+UPDATE agentdur.runs SET status = 'PENDING', owner = NULL, lease_until = NULL
+WHERE owner = %(owner)s AND status = 'RUNNING'"""
+RATE_WINDOW = """
+SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM agentdur.rate_events
+WHERE limiter = %(limiter)s AND at > %(since)s"""
+RATE_INSERT = """
+INSERT INTO agentdur.rate_events (limiter, at, event, tokens)
+VALUES (%(limiter)s, %(now)s, %(event)s, %(tokens)s)"""
+RATE_SETTLE = (
+    "UPDATE agentdur.rate_events SET tokens = %(tokens)s"
+    " WHERE limiter = %(limiter)s AND event = %(event)s"
+)
+RATE_PRUNE = "DELETE FROM agentdur.rate_events WHERE limiter = %(limiter)s AND at <= %(before)s"
+
 
 def mask_password(url: str) -> str:
     """The URL with its password replaced by ***."""
@@ -237,6 +288,7 @@ class PostgresStore(SqlStore):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: Any = None
+        self._listener: Any = None
 
     def open(self) -> None:
         if self._pool is not None:
@@ -275,6 +327,9 @@ class PostgresStore(SqlStore):
         self._pool = pool
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -306,6 +361,15 @@ class PostgresStore(SqlStore):
             conn.cursor() as cur,
         ):
             yield conn, cur
+
+    def wait_for_enqueue(self, timeout: float) -> bool:
+        """Block until a run is enqueued anywhere (LISTEN/NOTIFY) or `timeout` passes."""
+        import psycopg
+
+        if self._listener is None:
+            self._listener = psycopg.connect(self._conninfo, autocommit=True)
+            self._listener.execute(LISTEN_ENQUEUED)
+        return any(True for _ in self._listener.notifies(timeout=timeout, stop_after=1))
 
     def _lock_migrations(self, cur: Cursor) -> None:
         cur.execute(LOCK_MIGRATIONS)

@@ -15,6 +15,7 @@ import json
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -185,6 +186,45 @@ RUN_TREE = (
     " ORDER BY created_at, run_id"
 )
 
+ENSURE_QUEUE = (
+    "INSERT INTO queues (name, created_at) VALUES (:name, :now) ON CONFLICT (name) DO NOTHING"
+)
+ENQUEUE_RUN = (
+    "INSERT INTO runs (" + RUN_COLUMNS_SQL + ") VALUES (:run_id, :workflow, :status, :input,"
+    " :output, :error, :parent_run_id, :forked_from, :forked_at, :queue, :priority, :dedup_id,"
+    " :owner, :lease_until, :epoch, :attempts, :created_at, :started_at, :finished_at,"
+    " :metadata) ON CONFLICT DO NOTHING"
+)
+NOTIFY_ENQUEUED = "SELECT :queue"
+FIND_QUEUED_DUPLICATE = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM runs WHERE queue = :queue AND dedup_id = :dedup_id"
+    " AND status IN ('ENQUEUED', 'PENDING', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION')"
+)
+LOCK_QUEUE = "SELECT name FROM queues WHERE name = :queue"
+QUEUE_RUNNING = "SELECT count(*) FROM runs WHERE queue = :queue AND status = 'RUNNING'"
+QUEUE_STARTED_SINCE = "SELECT count(*) FROM runs WHERE queue = :queue AND started_at >= :since"
+QUEUE_READY = """
+SELECT run_id FROM runs WHERE queue = :queue AND status = 'ENQUEUED'
+ORDER BY priority, created_at, run_id LIMIT :limit"""
+TAKE_QUEUED = (
+    "UPDATE runs SET status = 'RUNNING', owner = :owner, epoch = epoch + 1,"
+    " lease_until = :lease_until, started_at = :now, attempts = attempts + 1"
+    " WHERE run_id = :run_id AND status = 'ENQUEUED' RETURNING " + RUN_COLUMNS_SQL
+)
+REQUEUE_RUN = """
+UPDATE runs SET status = 'ENQUEUED', owner = NULL, lease_until = NULL, started_at = NULL
+WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
+RELEASE_OWNED = """
+UPDATE runs SET status = 'PENDING', owner = NULL, lease_until = NULL
+WHERE owner = :owner AND status = 'RUNNING'"""
+RATE_WINDOW = """
+SELECT count(*), coalesce(sum(tokens), 0), min(at) FROM rate_events
+WHERE limiter = :limiter AND at > :since"""
+RATE_INSERT = """
+INSERT INTO rate_events (limiter, at, event, tokens) VALUES (:limiter, :now, :event, :tokens)"""
+RATE_SETTLE = "UPDATE rate_events SET tokens = :tokens WHERE limiter = :limiter AND event = :event"
+RATE_PRUNE = "DELETE FROM rate_events WHERE limiter = :limiter AND at <= :before"
+
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SYNCHRONOUS = {
     "FULL": "PRAGMA synchronous=FULL",
@@ -296,6 +336,11 @@ class SqliteStore(SqlStore):
                 cur.execute("COMMIT")
         finally:
             conn.close()
+
+    def wait_for_enqueue(self, timeout: float) -> bool:
+        """SQLite has no notifications: an idle worker polls, this is its pause."""
+        time.sleep(timeout)
+        return False
 
     def _lock_migrations(self, cur: Cursor) -> None:
         # BEGIN IMMEDIATE already holds SQLite's write lock for the whole migration.

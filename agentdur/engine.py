@@ -1,0 +1,461 @@
+"""Engine: the core of a Runtime, which starts, executes and recovers runs.
+
+It owns the store, the executor identity, the background event loop every run executes
+on, the heartbeat that extends this executor's leases, and recovery. `Runtime` adds
+agents and queues (runtime.py), replay, fork and operator actions (operations.py).
+Blocking methods are thin faces over work done on the runtime's loop; their
+`a`-prefixed twins await the same work from any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from typing_extensions import Self
+
+from agentdur import codec
+from agentdur.agent import Agent, find_agent
+from agentdur.context import RunContext
+from agentdur.errors import (
+    FencedError,
+    RunInputMismatchError,
+    RunNotFoundError,
+    UsageError,
+)
+from agentdur.fork import fork_settings
+from agentdur.handle import RunHandle
+from agentdur.loop import LoopThread
+from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
+from agentdur.workflow import Workflow, find_workflow, lookup_workflow
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite:///agentdur.db"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Engine:
+    """Starts, executes and recovers runs; see `Runtime` for the arguments."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        executor_id: str | None = None,
+        recover: bool = False,
+        auto_migrate: bool = True,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        url = database_url or os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.store: SqlStore = open_store(url)
+        self.executor_id = executor_id or os.environ.get("AGENTDUR_EXECUTOR_ID") or "local"
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._recover_on_open = recover
+        self._auto_migrate = auto_migrate
+        self._open_lock = threading.RLock()
+        self._schema_checked = False
+        self._loop: LoopThread | None = None
+        self._heartbeat: concurrent.futures.Future[None] | None = None
+        self._active: dict[str, RunContext] = {}
+        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._agents: dict[str, Agent] = {}
+        self._known_queues: set[str] = set()
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, password masked."""
+        return self.store.url
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> Self:
+        """Connect, check or migrate the schema, start the loop and the heartbeat."""
+        with self._open_lock:
+            if self._loop is not None:
+                return self
+            self._ensure_store()
+            self._loop = LoopThread()
+            self._beat()
+            self._heartbeat = self._loop.submit(self._heartbeat_loop())
+        if self._recover_on_open:
+            self.recover()
+        return self
+
+    def close(self) -> None:
+        """Stop the loop and release connections (idempotent).
+
+        Runs still executing stay RUNNING under this executor and are resumed by the
+        next `recover()` of an executor with this id, or by any executor once their
+        lease expires.
+        """
+        with self._open_lock:
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                if self._heartbeat is not None:
+                    self._heartbeat.cancel()
+                loop.stop()
+            self.store.close()
+            self._schema_checked = False
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def _ensure_store(self) -> SqlStore:
+        """Connect and check the schema once; enough for reading without running."""
+        with self._open_lock:
+            if not self._schema_checked:
+                self.store.open()
+                try:
+                    self.store.ensure_schema(migrate=self._auto_migrate)
+                except BaseException:
+                    self.store.close()
+                    raise
+                self._schema_checked = True
+        return self.store
+
+    def _loop_thread(self) -> LoopThread:
+        if self._loop is None:
+            self.open()
+        assert self._loop is not None
+        return self._loop
+
+    # -- starting runs -----------------------------------------------------------------
+
+    def start(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Blocking form of `astart`."""
+        return self._start(self._resolve(fn), args, kwargs, run_id=run_id)
+
+    def _start(
+        self,
+        wf: Workflow[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        values: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        loop = self._loop_thread()
+        run_id = run_id or uuid.uuid4().hex
+        input_data = wf.encode_input(args, kwargs)
+        now = self.clock()
+        info = RunInfo(
+            run_id=run_id,
+            workflow=wf.name,
+            status="RUNNING",
+            input=input_data,
+            owner=self.executor_id,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+            epoch=1,
+            attempts=1,
+            created_at=now,
+            started_at=now,
+        )
+        if not self.store.create_run(info, input_json=codec.dumps(input_data)):
+            return self._existing(run_id, wf, input_data)
+        ctx = self._context(run_id, wf.name, epoch=1, recorded={})
+        ctx.values.update(values or {})
+        return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
+
+    async def astart(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Start a run of a workflow and return its handle without waiting for it.
+
+        Starting with a `run_id` that exists returns that run and executes nothing
+        again; the same id with another workflow or input is `RunInputMismatchError`.
+        """
+        return await asyncio.to_thread(
+            functools.partial(self.start, fn, *args, run_id=run_id, **kwargs)
+        )
+
+    def run(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Blocking form of `arun`."""
+        return self.start(fn, *args, run_id=run_id, **kwargs).result()
+
+    async def arun(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Start a run and wait for its output (or its error, re-raised)."""
+        handle = await self.astart(fn, *args, run_id=run_id, **kwargs)
+        return await handle.aresult()
+
+    def _resolve(self, fn: Workflow[Any] | str) -> Workflow[Any]:
+        if isinstance(fn, Workflow):
+            return fn
+        if isinstance(fn, str):
+            return lookup_workflow(fn)
+        raise UsageError(
+            f"{fn!r} is not a workflow: decorate it with @agentdur.workflow before starting it"
+        )
+
+    def _find_workflow(self, name: str) -> Workflow[Any] | None:
+        if name.startswith("agent:"):
+            agent = self._agents.get(name[6:]) or find_agent(name[6:])
+            return agent.workflow if agent is not None else None
+        return find_workflow(name)
+
+    def _existing(self, run_id: str, wf: Workflow[Any], input_data: Any) -> RunHandle:
+        existing = self.get_run(run_id)
+        if existing.workflow != wf.name:
+            raise RunInputMismatchError(run_id, f"workflow {existing.workflow!r}")
+        if existing.input != input_data:
+            raise RunInputMismatchError(run_id, "another input")
+        return RunHandle(self, run_id, self._futures.get(run_id))
+
+    def _context(
+        self,
+        run_id: str,
+        workflow: str,
+        *,
+        epoch: int,
+        recorded: dict[int, StepInfo],
+        metadata: Any = None,
+        replay: bool = False,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> RunContext:
+        ctx = RunContext(
+            store=self.store,
+            clock=self.clock,
+            run_id=run_id,
+            workflow=workflow,
+            epoch=epoch,
+            recorded=recorded,
+            replay=replay,
+            on_step=on_step,
+        )
+        ctx.values["fork"] = fork_settings(metadata)
+        return ctx
+
+    def _launch(
+        self, loop: LoopThread, ctx: RunContext, wf: Workflow[Any], input_data: Any
+    ) -> concurrent.futures.Future[Any]:
+        args, kwargs = wf.decode_input(input_data)
+        self._active[ctx.run_id] = ctx
+        future = loop.submit(self._execute(ctx, wf, args, kwargs))
+        self._futures[ctx.run_id] = future
+        future.add_done_callback(lambda _: self._futures.pop(ctx.run_id, None))
+        return future
+
+    async def _execute(
+        self, ctx: RunContext, wf: Workflow[Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        token = ctx.activate()
+        try:
+            try:
+                if wf.is_async:
+                    result = await wf.fn(*args, **kwargs)
+                else:
+                    call = functools.partial(contextvars.copy_context().run, wf.fn, *args, **kwargs)
+                    result = await asyncio.get_running_loop().run_in_executor(None, call)
+                output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
+            except Exception as exc:
+                ctx.check_signals()  # fenced, cancelled or suspended: that is the outcome
+                self._finish(ctx, "FAILED", error=codec.encode_error(exc))
+                raise
+            ctx.check_signals()
+            self._finish(ctx, "SUCCEEDED", output=output)
+            return codec.from_json(output, wf.return_type)
+        finally:
+            ctx.deactivate(token)
+            if self._active.get(ctx.run_id) is ctx:
+                del self._active[ctx.run_id]
+
+    def _finish(
+        self, ctx: RunContext, status: str, *, output: Any = None, error: Any = None
+    ) -> None:
+        if ctx.replay:
+            return
+        try:
+            self.store.finish_run(
+                ctx.run_id,
+                epoch=ctx.epoch,
+                status=status,
+                output_json=None if output is None else codec.dumps(output),
+                error_json=None if error is None else codec.dumps(error),
+                now=self.clock(),
+            )
+        except FencedError:
+            ctx.explain_refusal()
+
+    # -- recovery, heartbeat, cancel ---------------------------------------------------
+
+    def recover(self) -> list[RunHandle]:
+        """Resume every unfinished run this executor may take.
+
+        That is its own runs from an earlier process with the same executor id, and any
+        run whose lease expired. A run whose workflow is not registered in this process
+        is left untouched, with a warning.
+        """
+        loop = self._loop_thread()
+        handles = []
+        now = self.clock()
+        for run_id, workflow_name in self.store.recoverable_runs(owner=self.executor_id, now=now):
+            if run_id in self._active:
+                handles.append(RunHandle(self, run_id, self._futures.get(run_id)))
+                continue
+            wf = self._find_workflow(workflow_name)
+            if wf is None:
+                logger.warning(
+                    "run %s was not recovered: its workflow %r is not registered in this "
+                    "process (import the module that defines it)",
+                    run_id,
+                    workflow_name,
+                )
+                continue
+            handle = self._claim_and_launch(loop, run_id, wf, now)
+            if handle is not None:
+                handles.append(handle)
+        return handles
+
+    def _claim_and_launch(
+        self, loop: LoopThread, run_id: str, wf: Workflow[Any], now: datetime
+    ) -> RunHandle | None:
+        claimed = self.store.claim_run(
+            run_id,
+            owner=self.executor_id,
+            now=now,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+        )
+        if claimed is None:
+            return None
+        return self._continue(loop, claimed, wf)
+
+    def _continue(self, loop: LoopThread, claimed: RunInfo, wf: Workflow[Any]) -> RunHandle:
+        """Execute a run this executor just claimed, replaying what it recorded."""
+        recorded = (
+            {step.step_index: step for step in self.store.steps(claimed.run_id)}
+            if claimed.attempts > 1 or claimed.forked_from
+            else {}
+        )
+        ctx = self._context(
+            claimed.run_id,
+            wf.name,
+            epoch=claimed.epoch,
+            recorded=recorded,
+            metadata=claimed.metadata,
+        )
+        if recorded:
+            logger.info("continuing run %s from step %d", claimed.run_id, len(recorded))
+        return RunHandle(self, claimed.run_id, self._launch(loop, ctx, wf, claimed.input))
+
+    def _launch_claimed(self, run: RunInfo) -> RunHandle | None:
+        """Execute a run a worker took from a queue (back to the queue if unknown here)."""
+        wf = self._find_workflow(run.workflow)
+        if wf is None:
+            logger.warning(
+                "run %s of %r put back in queue %r: its workflow is not registered in this "
+                "worker (import the module that defines it)",
+                run.run_id,
+                run.workflow,
+                run.queue,
+            )
+            self.store.requeue_run(run.run_id, epoch=run.epoch)
+            return None
+        return self._continue(self._loop_thread(), run, wf)
+
+    async def arecover(self) -> list[RunHandle]:
+        """Async twin of `recover`."""
+        return await asyncio.to_thread(self.recover)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run: it stops at its next step boundary with status CANCELLED.
+
+        Returns False if the run had already finished.
+        """
+        self._loop_thread()
+        cancelled = self.store.cancel_run(run_id, now=self.clock())
+        if not cancelled:
+            self.get_run(run_id)  # raises RunNotFoundError for an unknown id
+        ctx = self._active.get(run_id)
+        if ctx is not None:
+            ctx.cancelled = True
+        return cancelled
+
+    def _beat(self) -> set[str]:
+        now = self.clock()
+        return self.store.heartbeat(
+            executor_id=self.executor_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            now=now,
+            lease_until=now + timedelta(seconds=self.lease_seconds),
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                owned = self._beat()
+            except Exception:
+                logger.exception("heartbeat failed; retrying")
+                continue
+            for run_id, ctx in list(self._active.items()):
+                if run_id not in owned and not ctx.replay:
+                    self._notice_lost(ctx)
+
+    def _notice_lost(self, ctx: RunContext) -> None:
+        run = self.store.get_run(ctx.run_id)
+        if run is None:
+            return
+        if run.status == "CANCELLED":
+            ctx.cancelled = True
+        elif run.status == "RUNNING" and run.owner != self.executor_id:
+            ctx.fenced = True
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run as recorded; `RunNotFoundError` if there is none."""
+        run = self._ensure_store().get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return run
+
+    def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Recorded runs, newest first."""
+        return self._ensure_store().list_runs(status=status, workflow=workflow, limit=limit)
+
+    def steps(self, run_id: str) -> list[StepInfo]:
+        """The recorded steps of a run in index order."""
+        self.get_run(run_id)
+        return self.store.steps(run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run (to wait for its result)."""
+        self.get_run(run_id)
+        return RunHandle(self, run_id, self._futures.get(run_id))
+
+    def _in_loop_thread(self) -> bool:
+        return self._loop is not None and self._loop.in_loop_thread()

@@ -1,0 +1,336 @@
+"""The core of the store: the row types, the dialect mechanics and the schema chain.
+
+`StoreCore` is what every group of operations (base.py: runs and steps; effects.py:
+the effect ledger, suspension and messages; queueing.py: queues and rate limits)
+builds on: a dialect's SQL constants, its connection mechanics, its value conversions
+and the mapping between rows and `RunInfo` / `StepInfo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from importlib import resources
+from types import ModuleType
+from typing import Any, Protocol
+
+from typing_extensions import LiteralString
+
+from agentdur.errors import FencedError, SchemaVersionError
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED = ("PENDING", "ENQUEUED", "RUNNING", "WAITING", "NEEDS_ATTENTION")
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """One run as recorded."""
+
+    run_id: str
+    workflow: str
+    status: str
+    """PENDING, ENQUEUED, RUNNING, WAITING, NEEDS_ATTENTION, SUCCEEDED, FAILED or CANCELLED."""
+    input: Any
+    """`{"args": [...], "kwargs": {...}}` as JSON."""
+    output: Any = None
+    error: Any = None
+    """`{"type", "message", "traceback", ...}` when the run failed."""
+    parent_run_id: str | None = None
+    forked_from: str | None = None
+    forked_at: int | None = None
+    queue: str | None = None
+    priority: int = 0
+    dedup_id: str | None = None
+    owner: str | None = None
+    lease_until: datetime | None = None
+    epoch: int = 0
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    metadata: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepInfo:
+    """One recorded step of a run."""
+
+    run_id: str
+    step_index: int
+    name: str
+    kind: str
+    """step, llm, tool, sleep, recv, child or transaction."""
+    status: str
+    """STARTED, WAITING, SUCCEEDED or ERROR."""
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    attempts: int = 1
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    model: str | None = None
+    usage: Any = None
+    started_at: datetime
+    finished_at: datetime | None = None
+    inherited_from: str | None = None
+    edited: bool = False
+    dry_run: bool = False
+    deduplicated: bool = False
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, if finished."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One entry of the effect ledger."""
+
+    key: str
+    run_id: str
+    step_index: int
+    tool: str
+    status: str
+    """STARTED (the call may be under way, or may have happened) or DONE."""
+    result: Any = None
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(RunInfo))
+STEP_COLUMNS = tuple(f.name for f in fields(StepInfo))
+_RUN_JSON = {"input", "output", "error", "metadata"}
+_STEP_JSON = {"input", "output", "error", "usage"}
+_STEP_PAYLOAD = {"input", "output", "error"}
+_RUN_TIME = {"lease_until", "created_at", "started_at", "finished_at"}
+_STEP_TIME = {"started_at", "finished_at"}
+_STEP_BOOL = {"edited", "dry_run", "deduplicated"}
+
+
+class Cursor(Protocol):
+    """The slice of a DB-API cursor the store uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+    def fetchall(self) -> Sequence[Sequence[Any]]: ...
+    def fetchone(self) -> Sequence[Any] | None: ...
+
+
+class StoreCore(ABC):
+    """A dialect's statements, connection and conversions, shared by every operation."""
+
+    sql: ModuleType
+    """The dialect module whose constants hold the statements."""
+    dialect: str
+    url: str
+    """The database URL with its password masked."""
+
+    # -- dialect mechanics -------------------------------------------------------------
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        """A cursor inside one transaction: committed on success, rolled back on error."""
+
+    @abstractmethod
+    def statement(self) -> AbstractContextManager[Cursor]:
+        """A cursor for one statement that is its own transaction (the cheap path)."""
+
+    @abstractmethod
+    def dedicated_transaction(self) -> AbstractContextManager[tuple[Any, Cursor]]:
+        """(connection, cursor) of a transaction on a connection of its own.
+
+        For transactional steps: the user's code writes through the connection, the
+        step's checkpoint through the cursor, and both commit together or not at all.
+        """
+
+    @abstractmethod
+    def _json_param(self, text: str | None) -> Any:
+        """A JSON text as the dialect's parameter (SQL casts it where needed)."""
+
+    @abstractmethod
+    def _json_value(self, value: Any) -> Any:
+        """A JSON column as Python data."""
+
+    @abstractmethod
+    def _time_param(self, when: datetime | None) -> Any: ...
+
+    @abstractmethod
+    def _time_value(self, value: Any) -> datetime | None: ...
+
+    @abstractmethod
+    def _lock_migrations(self, cur: Cursor) -> None:
+        """Serialise concurrent migrators inside the migration transaction."""
+
+    # -- schema ------------------------------------------------------------------------
+
+    def migrations(self) -> list[tuple[int, str, str]]:
+        """(version, file name, SQL) of every migration shipped for this dialect."""
+        folder = resources.files("agentdur.store") / "migrations" / self.dialect
+        found = []
+        for entry in folder.iterdir():
+            match = re.fullmatch(r"(\d{4})_\w+\.sql", entry.name)
+            if match:
+                found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
+        return sorted(found)
+
+    def schema_version(self) -> int:
+        """The highest applied migration, 0 for an empty database."""
+        with self.statement() as cur:
+            cur.execute(self.sql.SCHEMA_VERSION_TABLE_EXISTS)
+            if not cur.fetchone():
+                return 0
+            cur.execute(self.sql.SCHEMA_VERSION)
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def ensure_schema(self, *, migrate: bool) -> None:
+        """Check the schema version; apply pending migrations when `migrate` is true."""
+        expected = self.migrations()[-1][0]
+        found = self.schema_version()
+        if found > expected:
+            raise SchemaVersionError(
+                f"the database at {self.url} has schema version {found}, made by a newer "
+                f"agentdur; this one knows up to version {expected}. Upgrade agentdur; "
+                "nothing was migrated.",
+                found=found,
+                expected=expected,
+            )
+        if found == expected:
+            return
+        if not migrate:
+            raise SchemaVersionError(
+                f"the database at {self.url} has schema version {found}, this agentdur needs "
+                f"{expected}: run `agentdur db migrate --database-url ...` (automatic "
+                "migration is turned off)",
+                found=found,
+                expected=expected,
+            )
+        self.migrate()
+
+    def migrate(self) -> list[int]:
+        """Apply every pending migration, each in one transaction with its version row."""
+        applied = []
+        for version, name, text in self.migrations():
+            with self.transaction() as cur:
+                self._lock_migrations(cur)
+                cur.execute(self.sql.CREATE_SCHEMA_VERSION)
+                cur.execute(self.sql.SCHEMA_VERSION)
+                row = cur.fetchone()
+                current = int(row[0]) if row and row[0] is not None else 0
+                if current >= version:
+                    continue
+                for statement in split_statements(text):
+                    cur.execute(statement)
+                cur.execute(self.sql.INSERT_SCHEMA_VERSION, {"version": version, "name": name})
+                applied.append(version)
+                logger.info("applied migration %s to %s", name, self.url)
+        return applied
+
+    # -- writing steps inside a transaction -------------------------------------------
+
+    def _step_write(
+        self,
+        cur: Cursor,
+        step: StepInfo,
+        epoch: int,
+        input_json: str | None,
+        output_json: str | None,
+        error_json: str | None,
+    ) -> None:
+        params = self._step_params(step, payload=False)
+        params.update(
+            epoch=epoch,
+            input=self._json_param(input_json),
+            output=self._json_param(output_json),
+            error=self._json_param(error_json),
+        )
+        cur.execute(self.sql.RECORD_STEP, params)
+        if cur.rowcount != 1:
+            raise FencedError(step.run_id, epoch)
+
+    # -- row mapping -------------------------------------------------------------------
+
+    def _run_params(self, run: RunInfo) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for name in RUN_COLUMNS:
+            value = getattr(run, name)
+            if name in _RUN_TIME:
+                value = self._time_param(value)
+            elif name in _RUN_JSON:
+                value = self._json_param(None if value is None else _dumps(value))
+            params[name] = value
+        return params
+
+    def _step_params(self, step: StepInfo, *, payload: bool = True) -> dict[str, Any]:
+        """Statement parameters of a step; without `payload`, input/output/error are
+        left for the caller, who has them as JSON text already."""
+        params: dict[str, Any] = {}
+        for name in STEP_COLUMNS:
+            value = getattr(step, name)
+            if name in _STEP_TIME:
+                value = self._time_param(value)
+            elif name in _STEP_PAYLOAD and not payload:
+                continue
+            elif name in _STEP_JSON:
+                value = self._json_param(None if value is None else _dumps(value))
+            params[name] = value
+        return params
+
+    def _run(self, row: Sequence[Any]) -> RunInfo:
+        values = dict(zip(RUN_COLUMNS, row, strict=True))
+        for name in _RUN_JSON:
+            values[name] = self._json_value(values[name])
+        for name in _RUN_TIME:
+            values[name] = self._time_value(values[name])
+        return RunInfo(**values)
+
+    def _step(self, row: Sequence[Any]) -> StepInfo:
+        values = dict(zip(STEP_COLUMNS, row, strict=True))
+        for name in _STEP_JSON:
+            values[name] = self._json_value(values[name])
+        for name in _STEP_TIME:
+            values[name] = self._time_value(values[name])
+        for name in _STEP_BOOL:
+            values[name] = bool(values[name])
+        return StepInfo(**values)
+
+
+def _dumps(value: Any) -> str:
+    from agentdur.codec import dumps
+
+    return dumps(value)
+
+
+def split_statements(text: str) -> Iterator[LiteralString]:
+    """Split a migration file into statements at semicolons that end a line."""
+    statement: list[str] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("--") and not statement:
+            continue
+        statement.append(line)
+        if line.rstrip().endswith(";"):
+            sql = "\n".join(statement).strip()
+            statement = []
+            if sql:
+                yield sql  # type: ignore[misc]
+    rest = "\n".join(statement).strip()
+    if rest:
+        yield rest  # type: ignore[misc]
