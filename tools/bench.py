@@ -501,6 +501,9 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import bench_agent  # the agent and replay benchmarks, registered here
+
+    bench_agent.register(sys.modules[__name__])
     parser = argparse.ArgumentParser(
         prog="python tools/bench.py", description="agentdur benchmarks"
     )

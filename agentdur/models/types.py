@@ -46,8 +46,13 @@ class ToolCall(BaseModel):
 
     @classmethod
     def from_arguments(cls, id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
-        """Build a call from already-parsed arguments (Anthropic, scripted responses)."""
-        return cls(id=id, name=name, arguments=arguments, raw_arguments=json.dumps(arguments))
+        """Build a call from already-parsed arguments (Anthropic, scripted responses).
+
+        The text has sorted keys, so it is the same whether the arguments come from the
+        wire or from a JSONB column that reordered them.
+        """
+        raw = json.dumps(arguments, sort_keys=True)
+        return cls(id=id, name=name, arguments=arguments, raw_arguments=raw)
 
 
 def _reject_constant(name: str) -> Any:
