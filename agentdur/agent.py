@@ -123,6 +123,9 @@ class Agent:
         self.model_policy = RetryPolicy(
             retries=model_retries, backoff=1.0, max_delay=60.0, retry_on=(ModelError,)
         )
+        self._definitions: list[ToolDefinition] | None = None
+        self._definitions_json: list[dict[str, Any]] = []
+        self._definitions_digest = ""
         self.workflow: Workflow[Any] = Workflow(self._loop_entry, f"agent:{name}")
         _AGENTS[name] = self
 
@@ -136,7 +139,14 @@ class Agent:
         return await _Loop(self, ctx).run(prompt)
 
     def tool_definitions(self) -> list[ToolDefinition]:
-        return [ToolDefinition(**tool.definition()) for tool in self.tools.values()]
+        """What the model is offered, built once (an agent's tools do not change)."""
+        if self._definitions is None:
+            self._definitions = [
+                ToolDefinition(**tool.definition()) for tool in self.tools.values()
+            ]
+            self._definitions_json = [d.model_dump() for d in self._definitions]
+            self._definitions_digest = recording.digest(self._definitions_json)
+        return self._definitions
 
     def system_prompt(self) -> str | None:
         parts = [self.instructions] if self.instructions else []
@@ -247,10 +257,12 @@ class _Loop:
         index = ctx.next_index()
         model = self._model_at(index)
         tools = self.agent.tool_definitions()
-        tools_json = [t.model_dump() for t in tools]
-        changed_tools = tools_json if tools_json != self.last_tools else None
+        tools_json = self.agent._definitions_json
+        changed_tools = tools_json if tools_json is not self.last_tools else None
         describe = model.describe()
-        request_hash = recording.chain_hash(self.last_hash, describe, tools_json, self.pending)
+        request_hash = recording.chain_hash(
+            self.last_hash, describe, self.agent._definitions_digest, self.pending
+        )
         pending = list(self.pending)
         after_response = self.last_hash is not None  # pending[0] is the last response
         recorded = ctx.replayed(

@@ -50,16 +50,22 @@ PARSERS: dict[str, type[Model]] = {
 }
 
 
+def digest(data: Any) -> str:
+    """sha256 of canonical JSON."""
+    return hashlib.sha256(codec.dumps_sorted(data).encode()).hexdigest()
+
+
 def chain_hash(
-    previous: str | None, model: dict[str, Any], tools: Any, new_messages: Sequence[Message]
+    previous: str | None, model: dict[str, Any], tools: str, new_messages: Sequence[Message]
 ) -> str:
-    """The request hash of an LLM step (see the module docstring)."""
+    """The request hash of an LLM step (see the module docstring); `tools` is the digest
+    of the tool definitions, computed once per agent."""
     messages = messages_adapter.dump_python(list(new_messages), mode="json")
     for message in messages:
         for call in message.get("tool_calls") or []:
             call["raw_arguments"] = _canonical(call["raw_arguments"])
     payload = {"previous": previous, "model": model, "tools": tools, "messages": messages}
-    return hashlib.sha256(codec.dumps_sorted(payload).encode()).hexdigest()
+    return digest(payload)
 
 
 def _canonical(raw: str) -> str:
