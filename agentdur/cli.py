@@ -1,13 +1,17 @@
-"""The `agentdur` command: look at recorded runs and migrate the schema.
+"""The `agentdur` command: look at recorded runs, replay and fork them, audit tool calls.
 
-This module only parses arguments and prints; every read goes through `Runtime`'s read
-API (`get_run`, `list_runs`, `steps`), which opens the store and checks the schema but
-starts no event loop. Commands go noun then verb (`agentdur runs list`, `runs show ID`,
-`db migrate`). Output is an aligned table by default and JSON with `--json`.
+This module parses arguments and prints; reads go through `Runtime`'s read API
+(`get_run`, `list_runs`, `steps`) and `agentdur.audit.Audit`, which open the store and
+check the schema but start no event loop. `replay` and `fork` execute the application's
+code and live in cli_replay.py; the formatting is in cli_format.py. Commands go noun then
+verb (`agentdur runs list`, `runs show ID`, `audit tools`, `db migrate`); actions on one
+run are verbs (`replay ID`, `fork ID`). Output is an aligned table by default and JSON
+with `--json`.
 
 Exit codes: 0 on success; 2 for a usage or lookup error (bad arguments, bad or
 unreachable database URL, unknown run, schema mismatch), reported as one line on stderr
-that starts with `agentdur: error: ` and names the fix; 1 for any other agentdur error.
+that starts with `agentdur: error: ` and names the fix; 1 when an operation ran and
+failed (a replay diverged, a fork's run failed) or for any other agentdur error.
 """
 
 from __future__ import annotations
@@ -15,27 +19,41 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
+from agentdur import recording
+from agentdur.audit import Audit
+from agentdur.cli_format import (
+    VALUE_WIDTH,
+    CommandError,
+    compact,
+    cut,
+    error_text,
+    format_seconds,
+    format_time,
+    message_blocks,
+    run_duration,
+    steps_table,
+    table,
+    to_json_text,
+    tool_calls_csv,
+    tool_calls_table,
+    tree_lines,
+    usage_table,
+)
+from agentdur.cli_replay import cmd_fork, cmd_replay
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
+from agentdur.models import messages_adapter
 from agentdur.runtime import Runtime
-from agentdur.store import FINISHED, UNFINISHED, RunInfo, SqliteStore, StepInfo, mask_password
+from agentdur.store import FINISHED, UNFINISHED, SqliteStore, mask_password
 
 PROG = "agentdur"
-DETAIL_WIDTH = 60
-VALUE_WIDTH = 200
-
-
-class CommandError(Exception):
-    """A usage or lookup problem found by the CLI itself; exits 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,137 +63,11 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(f"{message} (see `{self.prog} --help`)")
 
 
-# -- formatting ------------------------------------------------------------------------
-
-
-def _time(when: datetime | None) -> str:
-    """A time in UTC as `YYYY-MM-DD HH:MM:SS`, or `-`."""
-    if when is None:
-        return "-"
-    if when.tzinfo is not None:
-        when = when.astimezone(timezone.utc)
-    return when.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _seconds(seconds: float | None) -> str:
-    """A duration for people: `850ms`, `12.3s`, `4m05s`, `2h03m`, or `-`."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def _millis(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
-
-
-def _run_duration(run: RunInfo) -> float | None:
-    if run.finished_at is None:
-        return None
-    return (run.finished_at - (run.started_at or run.created_at)).total_seconds()
-
-
-def _compact(value: Any, width: int) -> str:
-    """`value` as one line of compact JSON, cut to `width` characters."""
-    return _cut(json.dumps(value, default=str, ensure_ascii=False), width)
-
-
-def _cut(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _error_text(error: Any) -> str:
-    """A recorded error (`{"type", "message", ...}`) as `Type: message`."""
-    if isinstance(error, dict):
-        kind = error.get("type") or "Error"
-        message = error.get("message")
-        return f"{kind}: {message}" if message else str(kind)
-    return _compact(error, VALUE_WIDTH)
-
-
-def _tokens(usage: Any) -> str:
-    """`12 in / 30 out tokens` from an llm step's usage dict."""
-    if not isinstance(usage, dict) or not usage:
-        return ""
-    counts = [usage.get("input_tokens"), usage.get("output_tokens")]
-    if counts == [None, None]:
-        return _compact(usage, DETAIL_WIDTH)
-    got, sent = ("?" if count is None else str(count) for count in counts)
-    return f"{got} in / {sent} out tokens"
-
-
-def _detail(step: StepInfo) -> str:
-    """What to know about a step at a glance: model and tokens, tool arguments, error."""
-    if step.kind == "llm":
-        tokens = _tokens(step.usage)
-        parts = [f"{step.model or '?'} ({tokens})" if tokens else step.model or ""]
-    elif step.input is not None:
-        parts = [_compact(step.input, DETAIL_WIDTH)]
-    else:
-        parts = []
-    if step.error is not None:
-        parts.append(_cut(_error_text(step.error), DETAIL_WIDTH))
-    flags = [
-        ("inherited", step.inherited_from is not None),
-        ("edited", step.edited),
-        ("dry-run", step.dry_run),
-        ("deduplicated", step.deduplicated),
-    ]
-    parts += [f"[{name}]" for name, on in flags if on]
-    return " | ".join(part for part in parts if part)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Rows aligned under upper-case headers; columns in `right` align right."""
-    cells = [list(headers)] + [[" ".join(cell.split()) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [
-            cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _print_json(data: Any, out: TextIO) -> None:
-    print(json.dumps(data, default=_json_default, indent=2, ensure_ascii=False), file=out)
+    print(to_json_text(data), file=out)
 
 
-def _steps_table(steps: Sequence[StepInfo]) -> str:
-    rows = [
-        [
-            str(s.step_index),
-            s.kind,
-            s.name,
-            s.status,
-            str(s.attempts),
-            _millis(s.duration),
-            _detail(s),
-        ]
-        for s in steps
-    ]
-    headers = ["#", "KIND", "NAME", "STATUS", "ATTEMPTS", "MS", "DETAIL"]
-    return _table(headers, rows, right={0, 4, 5})
-
-
-# -- commands --------------------------------------------------------------------------
+# -- runs ------------------------------------------------------------------------------
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
@@ -204,11 +96,11 @@ def _runs_list(args: argparse.Namespace, out: TextIO) -> int:
         print("no runs found", file=out)
         return 0
     rows = [
-        [r.run_id, r.workflow, r.status, _time(r.created_at), _seconds(_run_duration(r))]
+        [r.run_id, r.workflow, r.status, format_time(r.created_at), format_seconds(run_duration(r))]
         for r in runs
     ]
     headers = ["RUN ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION"]
-    print(_table(headers, rows, right={4}), file=out)
+    print(table(headers, rows, right={4}), file=out)
     if more:
         print(f"(showing the newest {args.limit} runs; raise --limit to see more)", file=sys.stderr)
     return 0
@@ -221,6 +113,15 @@ def _runs_show(args: argparse.Namespace, out: TextIO) -> int:
         steps = rt.steps(args.run_id)
     finally:
         rt.close()
+    if args.messages:
+        messages = recording.conversation(steps)
+        if args.json:
+            _print_json(messages_adapter.dump_python(messages, mode="json"), out)
+        elif not messages:
+            print(f"run {run.run_id} has no LLM steps: there is no conversation", file=out)
+        else:
+            print(message_blocks(messages), file=out)
+        return 0
     if args.json:
         record = dataclasses.asdict(run)
         record["steps"] = [dataclasses.asdict(step) for step in steps]
@@ -239,21 +140,21 @@ def _runs_show(args: argparse.Namespace, out: TextIO) -> int:
     if run.forked_from:
         header.append(("forked from", f"{run.forked_from} at step {run.forked_at}"))
     header += [
-        ("created", _time(run.created_at)),
-        ("started", _time(run.started_at)),
-        ("finished", _time(run.finished_at)),
-        ("duration", _seconds(_run_duration(run))),
-        ("input", _compact(run.input, VALUE_WIDTH)),
+        ("created", format_time(run.created_at)),
+        ("started", format_time(run.started_at)),
+        ("finished", format_time(run.finished_at)),
+        ("duration", format_seconds(run_duration(run))),
+        ("input", compact(run.input, VALUE_WIDTH)),
     ]
     if run.error is not None:
-        header.append(("error", _cut(_error_text(run.error), VALUE_WIDTH)))
+        header.append(("error", cut(error_text(run.error), VALUE_WIDTH)))
     elif run.status == "SUCCEEDED" or run.output is not None:
-        header.append(("output", _compact(run.output, VALUE_WIDTH)))
+        header.append(("output", compact(run.output, VALUE_WIDTH)))
     width = max(len(key) for key, _ in header)
     for key, value in header:
         print(f"{key.ljust(width)}  {value}", file=out)
     print(file=out)
-    print(_steps_table(steps) if steps else "no steps recorded", file=out)
+    print(steps_table(steps) if steps else "no steps recorded", file=out)
     return 0
 
 
@@ -266,8 +167,69 @@ def _runs_steps(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _print_json([dataclasses.asdict(step) for step in steps], out)
     else:
-        print(_steps_table(steps) if steps else "no steps recorded", file=out)
+        print(steps_table(steps) if steps else "no steps recorded", file=out)
     return 0
+
+
+def _runs_tree(args: argparse.Namespace, out: TextIO) -> int:
+    rt = _runtime(args)
+    try:
+        rt.get_run(args.run_id)
+        runs = Audit(rt).run_tree(args.run_id)
+    finally:
+        rt.close()
+    if args.json:
+        _print_json([dataclasses.asdict(run) for run in runs], out)
+    else:
+        print("\n".join(tree_lines(runs, args.run_id)), file=out)
+    return 0
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+def _audit_tools(args: argparse.Namespace, out: TextIO) -> int:
+    rt = _runtime(args)
+    try:
+        calls = Audit(rt).tool_calls(
+            args.tool,
+            run_id=args.run,
+            agent=args.agent,
+            since=args.since,
+            status=args.status,
+            effect=args.effect,
+        )
+    finally:
+        rt.close()
+    if args.json:
+        _print_json([dataclasses.asdict(call) for call in calls], out)
+    elif args.csv:
+        out.write(tool_calls_csv(calls))
+    elif not calls:
+        print("no tool calls found", file=out)
+    else:
+        print(tool_calls_table(calls), file=out)
+    return 0
+
+
+def _audit_usage(args: argparse.Namespace, out: TextIO) -> int:
+    rt = _runtime(args)
+    try:
+        records = Audit(rt).usage(
+            run_id=args.run, agent=args.agent, since=args.since, group_by=args.by
+        )
+    finally:
+        rt.close()
+    if args.json:
+        _print_json([dataclasses.asdict(record) for record in records], out)
+    elif not records:
+        print("no LLM calls found", file=out)
+    else:
+        print(usage_table(records, args.by), file=out)
+    return 0
+
+
+# -- db --------------------------------------------------------------------------------
 
 
 def _db_migrate(args: argparse.Namespace, out: TextIO) -> int:
@@ -303,19 +265,27 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `agentdur` command."""
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--database-url",
-        metavar="URL",
-        # SUPPRESS keeps a subcommand's absent option from overwriting one given earlier.
-        default=argparse.SUPPRESS,
-        help="database URL (default: $AGENTDUR_DATABASE_URL, else sqlite:///agentdur.db)",
-    )
-    parser = _Parser(prog=PROG, description="Inspect durable runs.", parents=[common])
-    nouns = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+def _index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a step index (0 or more), got {text!r}")
+    return value
 
+
+def _add_app(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the application's Runtime (or a callable returning one), e.g. myapp.main:rt; "
+        "its database is used unless --database-url is given",
+    )
+
+
+def _add_runs(nouns: Any, common: argparse.ArgumentParser) -> None:
     runs = nouns.add_parser("runs", help="look at recorded runs", parents=[common])
     verbs = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
     cmd = verbs.add_parser("list", help="runs, newest first", parents=[common])
@@ -333,13 +303,102 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.set_defaults(handler=_runs_list)
     cmd = verbs.add_parser("show", help="one run and its steps", parents=[common])
     cmd.add_argument("run_id", metavar="RUN_ID")
+    cmd.add_argument(
+        "--messages", action="store_true", help="the conversation exactly as the model saw it"
+    )
     cmd.add_argument("--json", action="store_true", help="print JSON (the run with its steps)")
     cmd.set_defaults(handler=_runs_show)
     cmd = verbs.add_parser("steps", help="the recorded steps of one run", parents=[common])
     cmd.add_argument("run_id", metavar="RUN_ID")
     cmd.add_argument("--json", action="store_true", help="print JSON")
     cmd.set_defaults(handler=_runs_steps)
+    cmd = verbs.add_parser("tree", help="a run and all its forks", parents=[common])
+    cmd.add_argument("run_id", metavar="RUN_ID")
+    cmd.add_argument("--json", action="store_true", help="print JSON (the runs, oldest first)")
+    cmd.set_defaults(handler=_runs_tree)
 
+
+def _add_replay_fork(nouns: Any, common: argparse.ArgumentParser) -> None:
+    cmd = nouns.add_parser(
+        "replay",
+        help="re-execute recorded runs against their recording (no network, no tools)",
+        parents=[common],
+    )
+    cmd.add_argument("run_id", metavar="RUN_ID", nargs="?")
+    cmd.add_argument("--until", type=_index, metavar="K", help="stop after step K")
+    cmd.add_argument("--workflow", metavar="NAME", help="replay the last runs of a workflow")
+    cmd.add_argument("--agent", metavar="NAME", help="same as --workflow agent:NAME")
+    cmd.add_argument("--last", type=_positive, default=10, metavar="N", help="default 10")
+    _add_app(cmd)
+    cmd.set_defaults(handler=cmd_replay)
+
+    cmd = nouns.add_parser(
+        "fork", help="start a new run from a recorded one and wait for it", parents=[common]
+    )
+    cmd.add_argument("run_id", metavar="RUN_ID")
+    where = cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--at", type=_index, metavar="K", help="keep steps 0..K-1, run from K")
+    where.add_argument(
+        "--after-llm",
+        type=_positive,
+        metavar="N",
+        help="keep the N-th LLM response (1-based) and re-execute everything after it; "
+        "with --response-file, replace that response",
+    )
+    cmd.add_argument(
+        "--response-file", metavar="F.json", help='an edited LLM response, e.g. {"text": ...}'
+    )
+    cmd.add_argument("--model", metavar="PROVIDER:NAME", help="switch the model for the rest")
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="execute no side_effect tool; simulate them"
+    )
+    cmd.add_argument("--new-run-id", metavar="ID", help="the fork's run id (default: generated)")
+    _add_app(cmd)
+    cmd.set_defaults(handler=cmd_fork)
+
+
+def _add_audit(nouns: Any, common: argparse.ArgumentParser) -> None:
+    audit = nouns.add_parser("audit", help="tool calls and token usage", parents=[common])
+    verbs = audit.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    filters = _Parser(add_help=False)
+    filters.add_argument("--run", metavar="RUN_ID", help="only this run")
+    filters.add_argument("--agent", metavar="NAME", help="only runs of this agent")
+    filters.add_argument(
+        "--since", metavar="WHEN", help="only calls since 30m, 2h, 7d or an ISO date"
+    )
+    cmd = verbs.add_parser("tools", help="every tool call, oldest first", parents=[common, filters])
+    cmd.add_argument("--tool", metavar="NAME", help="only this tool")
+    cmd.add_argument("--status", choices=("ok", "error"), help="only calls that succeeded/failed")
+    cmd.add_argument(
+        "--effect", choices=("read_only", "idempotent", "side_effect"), help="only this effect"
+    )
+    output = cmd.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+    cmd.set_defaults(handler=_audit_tools)
+    cmd = verbs.add_parser(
+        "usage", help="tokens spent per run, agent or model", parents=[common, filters]
+    )
+    cmd.add_argument("--by", choices=("run", "agent", "model"), default="run", help="default run")
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.set_defaults(handler=_audit_usage)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `agentdur` command."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        metavar="URL",
+        # SUPPRESS keeps a subcommand's absent option from overwriting one given earlier.
+        default=argparse.SUPPRESS,
+        help="database URL (default: $AGENTDUR_DATABASE_URL, else sqlite:///agentdur.db)",
+    )
+    parser = _Parser(prog=PROG, description="Inspect durable runs.", parents=[common])
+    nouns = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add_runs(nouns, common)
+    _add_replay_fork(nouns, common)
+    _add_audit(nouns, common)
     db = nouns.add_parser("db", help="manage the database schema", parents=[common])
     verbs = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
     cmd = verbs.add_parser("migrate", help="apply pending schema migrations", parents=[common])
@@ -362,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     url = DEFAULT_DATABASE_URL
     try:
         args = build_parser().parse_args(argv)
-        url = getattr(args, "database_url", None) or (
+        args.explicit_database_url = getattr(args, "database_url", None)
+        url = args.explicit_database_url or (
             os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
         args.database_url = url

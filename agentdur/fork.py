@@ -98,7 +98,7 @@ def coerce_response(value: Any, replaced: StepInfo) -> ModelResponse:
     the replaced step, no raw body; a tool call may leave out `id` and `raw_arguments`.
     """
     if isinstance(value, ModelResponse):
-        data = value.model_dump(mode="json")
+        data = value.model_dump(mode="json", exclude_unset=True)
     elif isinstance(value, (str, bytes)):
         try:
             data = json.loads(value)

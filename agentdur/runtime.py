@@ -12,6 +12,7 @@ from typing import Any
 
 from agentdur import codec, recording
 from agentdur.agent import Agent, AgentResult, Prompt
+from agentdur.audit import Audit
 from agentdur.handle import RunHandle
 from agentdur.models import Usage
 from agentdur.operations import Operations
@@ -42,6 +43,11 @@ class Runtime(Operations):
     The constructor does no I/O: the store opens on first use, on `open()`, or on
     entering `with Runtime(...) as rt`.
     """
+
+    @property
+    def audit(self) -> Audit:
+        """Queries over every run's tool calls and token usage (`agentdur.audit.Audit`)."""
+        return Audit(self)
 
     # -- agents ------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
--- agentdur schema, SQLite dialect: the full current schema (version 2), equal to
--- migrations/sqlite/0001..0002 applied in order (tests/store/test_schema_drift.py checks
--- that). Load it into an empty file with `sqlite3 app.db < schema.sql`; the runtime
--- then finds version 2 recorded and migrates nothing. Change the schema with a new
--- migration, then update this file.
+-- agentdur schema, SQLite dialect: the full current schema (version 3), equal to
+-- migrations/sqlite/0001..0003 applied in order (tests/store/test_schema_drift.py
+-- checks it). `sqlite3 app.db < schema.sql` makes a ready database: the runtime finds
+-- version 3 recorded and migrates nothing. Change the schema with a new migration,
+-- then bring this file up to date.
 --
 -- runs           one row per run of a workflow or agent.
 --   status:      PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
@@ -12,12 +12,12 @@
 --                any unfinished status -> CANCELLED
 --   owner, lease_until, epoch: the executor that runs it, until when, and the fencing
 --                counter bumped by every takeover; checkpoint writes name the epoch.
---   forked_from, forked_at: the run this one was forked from and the first step it did
---                not keep.
+--   forked_from, forked_at: the run this one was forked from, and the first step it
+--                did not keep.
 -- steps          one row per recorded step (run_id, step_index), written once when the
 --                step has its outcome (a side_effect or waiting step is written earlier).
 --   status:      STARTED -> SUCCEEDED | ERROR ; WAITING -> SUCCEEDED | ERROR
---   inherited_from: set on a step a fork copied; the run that really executed it.
+--   inherited_from: set on a step a fork copied: the run that really executed it.
 -- effects        the effect ledger of side-effecting tools, keyed by idempotency key.
 --   status:      STARTED -> DONE ; STARTED -> (deleted when the tool raised)
 -- messages       durable messages sent to a run (send / recv), consumed in order.
@@ -29,6 +29,11 @@
 --                executed) and deduplicated (answered by the effect ledger).
 -- llm_calls      (view) one row per LLM step: model, input/output tokens, time, and
 --                edited (a fork supplied the response instead of the model).
+-- queues         one row per queue name; claims lock it so that concurrency and rate
+--                limits are checked and runs taken in one transaction.
+-- rate_events    one row per admitted request of a model rate limiter (a sliding
+--                window over these times).
+-- Runs of a queue start ENQUEUED (owner NULL); a worker's claim makes them RUNNING.
 -- Times are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', comparable with datetime('now').
 -- JSON columns are TEXT (json_extract reads them); booleans are 0/1.
 
@@ -37,6 +42,8 @@ CREATE TABLE IF NOT EXISTS schema_version (
     name       TEXT NOT NULL,
     applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
 );
+
+-- Tables (migration 0001).
 
 CREATE TABLE runs (
     run_id        TEXT PRIMARY KEY,
@@ -162,7 +169,30 @@ FROM steps AS s
 JOIN runs AS r ON r.run_id = s.run_id
 WHERE s.kind = 'llm';
 
+-- Queues and rate limits (migration 0003).
+
+CREATE TABLE queues (
+    name       TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE rate_events (
+    limiter TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    event   TEXT NOT NULL,
+    tokens  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (limiter, at, event)
+);
+
+CREATE INDEX runs_queue_ready ON runs (queue, status, priority, created_at)
+    WHERE queue IS NOT NULL;
+CREATE INDEX runs_queue_started ON runs (queue, started_at) WHERE queue IS NOT NULL;
+CREATE UNIQUE INDEX runs_queue_dedup ON runs (queue, dedup_id)
+    WHERE dedup_id IS NOT NULL
+        AND status IN ('ENQUEUED', 'PENDING', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION');
+
 -- The migrations this schema is equal to.
 INSERT INTO schema_version (version, name) VALUES
     (1, '0001_initial.sql'),
-    (2, '0002_audit_views.sql');
+    (2, '0002_audit_views.sql'),
+    (3, '0003_queues.sql');
