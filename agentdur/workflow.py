@@ -15,13 +15,21 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from agentdur import codec
 from agentdur.context import FINISHED_STEP, RunContext, current_run
-from agentdur.errors import NotRegisteredError, OutsideRunError, UsageError
+from agentdur.errors import (
+    FencedError,
+    NotRegisteredError,
+    OutsideRunError,
+    RunCancelledError,
+    SerializationError,
+    UsageError,
+)
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import is_async_callable
@@ -30,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 _WORKFLOWS: dict[str, Workflow[Any]] = {}
+_RECORDING_FAILURES = (SerializationError, FencedError, RunCancelledError)
 
 
 class Workflow(Generic[R]):
@@ -159,6 +168,10 @@ class Step:
             raise codec.decode_error(recorded.error or {})
         return codec.from_json(recorded.output, self.return_type)
 
+    def _scope(self, ctx: RunContext) -> AbstractContextManager[tuple[tuple[Any, ...], Any]]:
+        """Where one attempt runs: (extra leading arguments, cursor to record with)."""
+        return nullcontext(((), None))
+
     async def _run_async(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
@@ -169,15 +182,14 @@ class Step:
         while True:
             attempt += 1
             try:
-                result = await self.fn(*args, **kwargs)
+                with self._scope(ctx) as (extra, cur):
+                    result = await self.fn(*extra, *args, **kwargs)
+                    return self._record_success(
+                        ctx, index, args, kwargs, started, attempt, result, cur=cur
+                    )
             except Exception as exc:
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
-                    raise
+                delay = self._after_failure(ctx, index, args, kwargs, started, attempt, exc)
                 await asyncio.sleep(delay)
-                continue
-            return self._record_success(ctx, index, args, kwargs, started, attempt, result)
 
     def _run_sync(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -189,15 +201,37 @@ class Step:
         while True:
             attempt += 1
             try:
-                result = self.fn(*args, **kwargs)
+                with self._scope(ctx) as (extra, cur):
+                    result = self.fn(*extra, *args, **kwargs)
+                    return self._record_success(
+                        ctx, index, args, kwargs, started, attempt, result, cur=cur
+                    )
             except Exception as exc:
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
-                    raise
-                time.sleep(delay)
-                continue
-            return self._record_success(ctx, index, args, kwargs, started, attempt, result)
+                time.sleep(self._after_failure(ctx, index, args, kwargs, started, attempt, exc))
+
+    def _after_failure(
+        self,
+        ctx: RunContext,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: datetime,
+        attempt: int,
+        exc: Exception,
+    ) -> float:
+        """The delay before the next attempt; re-raises when the step is over.
+
+        A failure to record (an output JSON cannot hold, a refused write) is not the
+        step's failure: it propagates and nothing is recorded.
+        """
+        ctx.check_signals()
+        if isinstance(exc, _RECORDING_FAILURES):
+            raise exc
+        delay = self.policy.delay(attempt, exc)
+        if delay is None:
+            self._record_error(ctx, index, args, kwargs, started, attempt, exc)
+            raise exc
+        return delay
 
     def _record_success(
         self,
@@ -261,51 +295,10 @@ class TransactionStep(Step):
 
     kind = "transaction"
 
-    def _run_sync(
-        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        recorded = self._recorded(ctx, index)
-        if recorded is not None:
-            return self._outcome(recorded)
-        started, attempt = ctx.clock(), 0
-        while True:
-            attempt += 1
-            try:
-                with ctx.store.dedicated_transaction() as (conn, cur):
-                    result = self.fn(conn, *args, **kwargs)
-                    return self._record_success(
-                        ctx, index, args, kwargs, started, attempt, result, cur=cur
-                    )
-            except Exception as exc:
-                ctx.check_signals()
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
-                    raise
-                time.sleep(delay)
-
-    async def _run_async(
-        self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        recorded = self._recorded(ctx, index)
-        if recorded is not None:
-            return self._outcome(recorded)
-        started, attempt = ctx.clock(), 0
-        while True:
-            attempt += 1
-            try:
-                with ctx.store.dedicated_transaction() as (conn, cur):
-                    result = await self.fn(conn, *args, **kwargs)
-                    return self._record_success(
-                        ctx, index, args, kwargs, started, attempt, result, cur=cur
-                    )
-            except Exception as exc:
-                ctx.check_signals()
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    self._record_error(ctx, index, args, kwargs, started, attempt, exc)
-                    raise
-                await asyncio.sleep(delay)
+    @contextmanager
+    def _scope(self, ctx: RunContext) -> Iterator[tuple[tuple[Any, ...], Any]]:
+        with ctx.store.dedicated_transaction() as (conn, cur):
+            yield (conn,), cur
 
 
 def transaction(
