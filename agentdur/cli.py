@@ -5,7 +5,8 @@ This module parses arguments and prints; reads go through `Runtime`'s read API
 check the schema but start no event loop. `replay` and `fork` execute the application's
 code and live in cli_replay.py; the formatting is in cli_format.py. Commands go noun then
 verb (`agentdur runs list`, `runs show ID`, `audit tools`, `db migrate`); actions on one
-run are verbs (`replay ID`, `fork ID`). Output is an aligned table by default and JSON
+run are verbs (`replay ID`, `fork ID`, and `resolve ID STEP` / `approve ID STEP`, which
+record an operator's decision: cli_operations.py). Output is an aligned table by default and JSON
 with `--json`.
 
 Exit codes: 0 on success; 2 for a usage or lookup error (bad arguments, bad or
@@ -46,6 +47,7 @@ from agentdur.cli_format import (
     tree_lines,
     usage_table,
 )
+from agentdur.cli_operations import add_operation_parsers
 from agentdur.cli_replay import cmd_fork, cmd_replay
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
@@ -399,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runs(nouns, common)
     _add_replay_fork(nouns, common)
     _add_audit(nouns, common)
+    add_operation_parsers(nouns, common)
     db = nouns.add_parser("db", help="manage the database schema", parents=[common])
     verbs = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
     cmd = verbs.add_parser("migrate", help="apply pending schema migrations", parents=[common])

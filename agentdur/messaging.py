@@ -10,6 +10,7 @@ WAITING run runnable; any executor then continues it by replaying its recording.
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,7 +63,7 @@ def recv(topic: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
             )
         )
         if found:
-            ctx.recorded[index] = step
+            ctx.recorded[index] = replace(step, input=input_data, output=value)
             return value
         if expired:
             ctx.record(step, input_data=input_data, output_data=None)

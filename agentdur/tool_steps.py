@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 from agentdur import codec
-from agentdur.context import RunContext
+from agentdur.context import RunContext, RunSuspended
 from agentdur.errors import UncertainEffect
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
@@ -34,6 +34,36 @@ Outcome = tuple[StepInfo, BaseException | None]
 
 def approval_topic(step_index: int) -> str:
     return f"approval:{step_index}"
+
+
+class _InFlight:
+    """The tool executions of one run under way in this process (one turn's calls).
+
+    A call that must release the run (WAITING for approval, NEEDS_ATTENTION) waits until
+    its siblings have finished and recorded their outcomes: released earlier, the run
+    would refuse their checkpoints, and an effect that did happen would stay STARTED.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.running += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self.idle.set()
+
+
+def _in_flight(ctx: RunContext) -> _InFlight:
+    flight = ctx.values.get("tools_in_flight")
+    if not isinstance(flight, _InFlight):
+        flight = ctx.values["tools_in_flight"] = _InFlight()
+    return flight
 
 
 class ToolExecution:
@@ -61,16 +91,33 @@ class ToolExecution:
         self.dry_run = dry_run
         self.needs_approval = needs_approval
         self.policy = RetryPolicy(retries=tool.retries, backoff=1.0, max_delay=30.0)
+        self.flight = _in_flight(ctx)
+        self.counted = False
 
     async def run(self) -> Outcome:
-        if self.needs_approval:
-            decision = self._approval()
+        self.flight.enter()
+        self.counted = True
+        try:
+            return await self._run()
+        finally:
+            if self.counted:
+                self.flight.leave()
+
+    async def _run(self) -> Outcome:
+        simulated = self.dry_run and self.tool.effect == "side_effect"
+        if self.tool.effect == "side_effect" and not self.tool.transactional:
+            # The ledger key is the step's idempotency key from the start, so a step
+            # recorded WAITING for approval already carries the key it will claim.
+            key = self.tool.domain_key(self.arguments) or self.info.idempotency_key or ""
+            self.info = replace(self.info, idempotency_key=key)
+        if self.needs_approval and not simulated:  # nothing to approve in a dry run
+            decision = await self._approval()
             if not decision.get("approved"):
                 note = decision.get("note")
                 message = "a human reviewer denied this call" + (f": {note}" if note else "")
                 error = {"type": "ApprovalDenied", "message": message}
                 return self._record_error(1, error), None
-        if self.dry_run and self.tool.effect == "side_effect":
+        if simulated:
             return await self._simulate(), None
         if self.tool.transactional:
             return await self._transactional()
@@ -105,6 +152,25 @@ class ToolExecution:
             self._done("ERROR", attempts), input_data=self.input_data, error_data=error
         )
 
+    async def _siblings(self) -> bool:
+        """True if other tool calls of this run are under way (they start with this one)."""
+        await asyncio.sleep(0)  # the turn's other calls start (and count) on this tick
+        return self.flight.running > 1
+
+    async def _wait_for_siblings(self) -> None:
+        """Before releasing the run: wait until the other calls have recorded their outcome.
+
+        Raises RunSuspended if one of them released the run meanwhile.
+        """
+        self.flight.leave()
+        self.counted = False
+        await asyncio.sleep(0)
+        while self.flight.running > 0:
+            await self.flight.idle.wait()
+        self.ctx.check_signals()
+        self.flight.enter()
+        self.counted = True
+
     async def _backoff(self, attempt: int, exc: Exception) -> bool:
         delay = self.policy.delay(attempt, exc)
         if delay is None:
@@ -133,35 +199,49 @@ class ToolExecution:
 
     async def _side_effect(self) -> Outcome:
         ctx, store = self.ctx, self.ctx.store
-        key = self.tool.domain_key(self.arguments) or self.info.idempotency_key or ""
-        self.info = replace(self.info, idempotency_key=key)
+        key = self.info.idempotency_key or ""
         if self.recorded is not None and self.recorded.status == "STARTED":
             if not self.tool.has_reconcile:
-                self._needs_attention(
+                await self._needs_attention(
                     f"tool {self.tool.name!r} started at step {self.info.step_index} but its "
                     "outcome was never recorded (the process stopped during the call), and the "
                     "tool has no reconcile hook to ask whether the effect happened"
                 )
-            outcome = await self.tool.call_reconcile(self._tool_ctx(1))
+            try:
+                outcome = await self.tool.call_reconcile(self._tool_ctx(1))
+            except Exception as exc:  # cannot tell: an operator must decide, not the run fail
+                await self._needs_attention(
+                    f"the reconcile hook of tool {self.tool.name!r} (step "
+                    f"{self.info.step_index}) raised {type(exc).__name__}: {exc}; resolve the "
+                    "step once you know whether the effect happened"
+                )
             if outcome is not None:
                 return self._finish(key, outcome, 1), None
-        started = replace(self.info, status="STARTED")
+        started, now = replace(self.info, status="STARTED"), ctx.clock()
         existing = ctx.guarded(
             lambda: store.begin_effect(
-                started, epoch=ctx.epoch, key=key, input_json=self.input_json, now=ctx.clock()
+                started, epoch=ctx.epoch, key=key, input_json=self.input_json, now=now
             )
         )
         if existing is not None:
-            if existing.status == "DONE":
-                step = ctx.record(
-                    self._done("SUCCEEDED", 1, deduplicated=True),
-                    input_data=self.input_data,
-                    output_data=existing.result,
+            if existing.status == "DONE":  # begin_effect recorded the step deduplicated
+                step = replace(
+                    self.info,
+                    status="SUCCEEDED",
+                    attempts=1,
+                    finished_at=now,
+                    deduplicated=True,
+                    input=self.input_data,
+                    output=existing.result,
                 )
+                ctx.recorded[step.step_index] = step
                 return step, None
-            self._needs_attention(
+            # Record the step STARTED (without the entry, which stays the holder's) with
+            # the suspension, so the operator can resolve it: `retry` asks the ledger again.
+            await self._needs_attention(
                 f"the effect key {key!r} is held by run {existing.run_id} step "
-                f"{existing.step_index}, whose outcome is not known"
+                f"{existing.step_index}, whose outcome is not known",
+                step=started,
             )
         attempt = 0
         while True:
@@ -169,7 +249,7 @@ class ToolExecution:
             try:
                 result = await self.tool.call(self.arguments, self._tool_ctx(attempt))
             except UncertainEffect as exc:
-                self._needs_attention(f"tool {self.tool.name!r} cannot tell: {exc}")
+                await self._needs_attention(f"tool {self.tool.name!r} cannot tell: {exc}")
             except Exception as exc:
                 if await self._backoff(attempt, exc):
                     continue
@@ -207,16 +287,32 @@ class ToolExecution:
         ctx.recorded[step.step_index] = done
         return done
 
-    def _needs_attention(self, reason: str) -> None:
-        self.ctx.suspend(
-            "NEEDS_ATTENTION",
-            reason={
-                "type": "NeedsAttention",
-                "message": reason,
-                "step_index": self.info.step_index,
-                "tool": self.tool.name,
-            },
+    async def _needs_attention(self, reason: str, *, step: StepInfo | None = None) -> NoReturn:
+        """Release the run as NEEDS_ATTENTION with the reason (and `step`, written with it)."""
+        ctx = self.ctx
+        await self._wait_for_siblings()
+        error = {
+            "type": "NeedsAttention",
+            "message": reason,
+            "step_index": self.info.step_index,
+            "tool": self.tool.name,
+        }
+        if step is None:
+            ctx.suspend("NEEDS_ATTENTION", reason=error)
+        ctx.guarded(
+            lambda: ctx.store.suspend_run(
+                ctx.run_id,
+                epoch=ctx.epoch,
+                status="NEEDS_ATTENTION",
+                wake_at=None,
+                error_json=codec.dumps(error),
+                step=step,
+                input_json=self.input_json,
+            )
         )
+        ctx.recorded[step.step_index] = replace(step, input=self.input_data)
+        ctx.suspended = "NEEDS_ATTENTION"
+        raise RunSuspended("NEEDS_ATTENTION")
 
     async def _transactional(self) -> Outcome:
         attempt = 0
@@ -255,10 +351,29 @@ class ToolExecution:
             output_data=output,
         )
 
-    def _approval(self) -> dict[str, Any]:
+    async def _approval(self) -> dict[str, Any]:
         """The reviewer's decision, or release the run WAITING for one."""
         ctx = self.ctx
-        found, value = ctx.guarded(
+        found, value = False, None
+        if await self._siblings():
+            found, value = self._take_decision(wait=False)
+            if not found:
+                # Recorded now, while the run is ours, so the reviewer sees every call of
+                # the turn that waits; the run is released once the others have finished.
+                waiting = replace(self.info, status="WAITING", finished_at=None)
+                ctx.record(waiting, input_data=self.input_data)
+                await self._wait_for_siblings()
+        if not found:
+            found, value = self._take_decision(wait=True)
+        if not found:
+            ctx.waiting()
+        return value if isinstance(value, dict) else {"approved": bool(value)}
+
+    def _take_decision(self, *, wait: bool) -> tuple[bool, Any]:
+        """Read the decision; with `wait`, record the step WAITING and release the run if
+        there is none (one transaction, the run row locked: no decision is missed)."""
+        ctx = self.ctx
+        return ctx.guarded(
             lambda: ctx.store.take_or_wait(
                 self.info,
                 epoch=ctx.epoch,
@@ -266,8 +381,6 @@ class ToolExecution:
                 consume=False,
                 input_json=self.input_json,
                 wake_at=None,
+                wait=wait,
             )
         )
-        if not found:
-            ctx.waiting()
-        return value if isinstance(value, dict) else {"approved": bool(value)}

@@ -24,7 +24,10 @@ class EffectOps(StoreCore):
         """Claim the ledger entry of a side effect and record its step STARTED, together.
 
         Returns None when the entry is ours (new, or from an earlier attempt of this very
-        step), else the entry another step holds under the same key (nothing written).
+        step), else the entry another step holds under the same key. When that entry is
+        DONE, the step is recorded SUCCEEDED with the entry's result and marked
+        deduplicated, replacing a WAITING placeholder (an approval) so that every column
+        is written; when it is STARTED, nothing is written.
         """
         with self.transaction() as cur:
             cur.execute(
@@ -50,6 +53,12 @@ class EffectOps(StoreCore):
                     result=self._json_value(row[5]),
                 )
                 if (existing.run_id, existing.step_index) != (step.run_id, step.step_index):
+                    if existing.status == "DONE":
+                        keys = {"run_id": step.run_id, "step_index": step.step_index}
+                        cur.execute(self.sql.DELETE_STARTED_STEP, keys)
+                        done = replace(step, status="SUCCEEDED", finished_at=now, deduplicated=True)
+                        output = None if existing.result is None else _dumps(existing.result)
+                        self._step_write(cur, done, epoch, input_json, output, None)
                     return existing
             self._step_write(cur, step, epoch, input_json, None, None)
         return None
@@ -148,14 +157,19 @@ class EffectOps(StoreCore):
                 cur.execute(self.sql.RELEASE_EFFECT, effect)
                 cur.execute(self.sql.DELETE_STARTED_STEP, keys)
             elif action == "result":
-                cur.execute(
-                    self.sql.FINISH_EFFECT,
-                    {
-                        **effect,
-                        "result": self._json_param(output_json),
-                        "now": self._time_param(now),
-                    },
-                )
+                # Only this step's own entry: a step stopped because another step held
+                # its key (see ToolExecution) must not settle that step's entry.
+                cur.execute(self.sql.GET_EFFECT, {"idempotency_key": step.idempotency_key})
+                entry = cur.fetchone()
+                if entry is not None and (entry[1], entry[2]) == (run_id, step_index):
+                    cur.execute(
+                        self.sql.FINISH_EFFECT,
+                        {
+                            **effect,
+                            "result": self._json_param(output_json),
+                            "now": self._time_param(now),
+                        },
+                    )
                 self._resolve(cur, keys, "SUCCEEDED", output_json, None, now)
             else:
                 cur.execute(self.sql.RELEASE_EFFECT, effect)
