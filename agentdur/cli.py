@@ -6,7 +6,8 @@ check the schema but start no event loop. `replay` and `fork` execute the applic
 code and live in cli_replay.py; the formatting is in cli_format.py. Commands go noun then
 verb (`agentdur runs list`, `runs show ID`, `audit tools`, `db migrate`); actions on one
 run are verbs (`replay ID`, `fork ID`, and `resolve ID STEP` / `approve ID STEP`, which
-record an operator's decision: cli_operations.py). Output is an aligned table by default and JSON
+record an operator's decision: cli_operations.py); `worker` serves queues
+(cli_worker.py). Output is an aligned table by default and JSON
 with `--json`.
 
 Exit codes: 0 on success; 2 for a usage or lookup error (bad arguments, bad or
@@ -49,6 +50,7 @@ from agentdur.cli_format import (
 )
 from agentdur.cli_operations import add_operation_parsers
 from agentdur.cli_replay import cmd_fork, cmd_replay
+from agentdur.cli_worker import add_worker_parser
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
 from agentdur.models import messages_adapter
@@ -402,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_fork(nouns, common)
     _add_audit(nouns, common)
     add_operation_parsers(nouns, common)
+    add_worker_parser(nouns, common)
     db = nouns.add_parser("db", help="manage the database schema", parents=[common])
     verbs = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
     cmd = verbs.add_parser("migrate", help="apply pending schema migrations", parents=[common])

@@ -113,6 +113,7 @@ async def admit(store: Any, limiter: str, limit: RateLimit, *, clock: Any, token
             token_limit=limit.tokens,
             tokens=tokens,
             event=event,
+            clock=clock,
         )
         if wait <= 0:
             return event

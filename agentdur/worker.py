@@ -3,8 +3,9 @@
 It heartbeats (through the Runtime), takes runs from its queues within their limits,
 executes them on the runtime's loop, and regularly recovers runs whose owner's lease
 expired (a dead worker's runs) or that became runnable again (approved, resolved,
-messaged). Idle, it waits for a NOTIFY on PostgreSQL, or polls SQLite. On SIGTERM (or
-`stop()`) it takes no more work, lets what it holds finish for `grace` seconds, then
+messaged). Idle, it waits for a NOTIFY on PostgreSQL, or polls SQLite; it also wakes when
+its next recovery is due and when a rate-limited queue's window frees a slot. On SIGTERM
+(or `stop()`) it takes no more work, lets what it holds finish for `grace` seconds, then
 releases the rest for other workers.
 """
 
@@ -19,12 +20,19 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from agentdur.errors import FencedError
 from agentdur.queues import Queue, lookup_queue, registered_queues
 
 if TYPE_CHECKING:
+    from agentdur.handle import RunHandle
     from agentdur.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+_ERROR_PAUSE = 1.0
+"""Seconds to wait after a failed round (database unreachable, ...) before trying again."""
+_STREAM, _GATHER = 0.02, 0.003
+"""A NOTIFY within _STREAM s of the last is part of a stream: gather for _GATHER s."""
 
 
 class Worker:
@@ -48,7 +56,9 @@ class Worker:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         """Set when a local run finishes or (PostgreSQL) a run is enqueued anywhere."""
-        self._running: dict[str, tuple[str, concurrent.futures.Future[Any]]] = {}
+        self._running: dict[str, tuple[str | None, concurrent.futures.Future[Any]]] = {}
+        self._rate_waits: list[float] = []
+        """Seconds until each rate-limited queue (that held back work) frees a slot."""
 
     def stop(self) -> None:
         """Take no more work; the loop ends after the grace period."""
@@ -58,35 +68,102 @@ class Worker:
     def run(self) -> None:
         rt = self.rt
         rt.open()
+        previous_handler: Any = None
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            previous_handler = signal.signal(signal.SIGTERM, lambda *_: self.stop())
         logger.info("worker %s serving %s", rt.executor_id, ", ".join(q.name for q in self.queues))
-        if rt.store.dialect == "postgres":
-            threading.Thread(target=self._listen, name="agentdur-listen", daemon=True).start()
-        last_recovery = 0.0
-        while not self._stopping.is_set():
-            if time.monotonic() - last_recovery > max(0.5, rt.lease_seconds / 3):
-                rt.recover()
-                last_recovery = time.monotonic()
-            self._forget_finished()
-            self._wake.clear()
-            taken = sum(self._take(queue) for queue in self.queues)
-            if not taken:
-                self._wake.wait(self.poll_interval)
-        self._drain()
+        for queue in self.queues:  # claims lock this row: without it nothing would be locked
+            rt.store.ensure_queue(queue.name, now=rt.clock())
+        listener = self._start_listener()
+        recovery_every = max(0.5, rt.lease_seconds / 3)
+        next_recovery = 0.0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if time.monotonic() >= next_recovery:
+                        self._recover()
+                        next_recovery = time.monotonic() + recovery_every
+                    self._forget_finished()
+                    self._wake.clear()
+                    self._rate_waits = []
+                    taken = sum(self._take(queue) for queue in self.queues)
+                except Exception:
+                    logger.exception("worker %s: a round failed; trying again", rt.executor_id)
+                    self._wake.wait(_ERROR_PAUSE)
+                    continue
+                if not taken:
+                    wait = min(self.poll_interval, next_recovery - time.monotonic())
+                    if self._rate_waits:
+                        wait = min(wait, min(self._rate_waits) + 0.005)
+                    self._wake.wait(max(0.0, wait))
+        finally:
+            self._stopping.set()
+            self._drain()
+            if listener is not None:
+                listener.join(timeout=5.0)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+
+    def _start_listener(self) -> threading.Thread | None:
+        """LISTEN before the first claim (PostgreSQL), so no enqueue falls in between."""
+        if self.rt.store.dialect != "postgres":
+            return None
+        try:
+            self.rt.store.wait_for_enqueue(0)
+        except Exception:
+            logger.exception("listening for enqueued runs failed; polling instead")
+            return None
+        thread = threading.Thread(target=self._listen, name="agentdur-listen", daemon=True)
+        thread.start()
+        return thread
 
     def _listen(self) -> None:
-        """Wake the loop on every NOTIFY of an enqueue (PostgreSQL)."""
+        """Wake the loop on a NOTIFY of an enqueue (PostgreSQL).
+
+        A lone enqueue wakes the loop at once. In a stream of enqueues every idle worker
+        is notified of each one, and each would claim (mostly nothing) per NOTIFY; so
+        within a stream the wake waits `_GATHER` seconds and takes the lot in one claim.
+        """
+        store = self.rt.store
+        last = 0.0
         while not self._stopping.is_set():
             try:
-                if self.rt.store.wait_for_enqueue(1.0):
-                    self._wake.set()
+                if not store.wait_for_enqueue(0.5):
+                    continue
+                if time.monotonic() - last < _STREAM:
+                    time.sleep(_GATHER)
+                while store.wait_for_enqueue(0):  # those are covered by this wake too
+                    pass
+                last = time.monotonic()
+                self._wake.set()
             except Exception:
-                logger.exception("listening for enqueued runs failed; polling instead")
+                if not self._stopping.is_set():
+                    logger.exception("listening for enqueued runs failed; polling instead")
                 return
 
-    def _full(self) -> bool:
-        return self.concurrency is not None and len(self._running) >= self.concurrency
+    def _recover(self) -> None:
+        """Take over runs whose owner's lease expired (and our own from before)."""
+        for handle in self.rt.recover():
+            if handle._future is not None and handle.run_id not in self._running:
+                self._track(handle, self.rt.get_run(handle.run_id).queue)
+
+    def _track(self, handle: RunHandle, queue: str | None) -> None:
+        future = handle._future
+        assert future is not None
+        self._running[handle.run_id] = (queue, future)
+        run_id = handle.run_id
+
+        def finished(done: concurrent.futures.Future[Any]) -> None:
+            self._wake.set()
+            if not done.cancelled() and isinstance(done.exception(), FencedError):
+                logger.warning(
+                    "worker %s: run %s was fenced (another executor took it over); "
+                    "this worker stopped working on it",
+                    self.rt.executor_id,
+                    run_id,
+                )
+
+        future.add_done_callback(finished)
 
     def _forget_finished(self) -> None:
         for run_id, (_, future) in list(self._running.items()):
@@ -102,7 +179,7 @@ class Worker:
             return 0
         rt = self.rt
         now = rt.clock()
-        rate = queue.rate_limit
+        rate = (queue.rate_limit.limit, queue.rate_limit.per_seconds) if queue.rate_limit else None
         runs = rt.store.dequeue(
             queue.name,
             owner=rt.executor_id,
@@ -110,14 +187,18 @@ class Worker:
             lease_until=now + timedelta(seconds=rt.lease_seconds),
             limit=capacity,
             concurrency=queue.concurrency,
-            rate=(rate.limit, rate.per_seconds) if rate else None,
+            rate=rate,
+            clock=rt.clock,
         )
+        if rate is not None and len(runs) < capacity:
+            wait = rt.store.queue_rate_wait(queue.name, now=rt.clock(), rate=rate)
+            if wait > 0:
+                self._rate_waits.append(wait)
         for run in runs:
             handle = rt._launch_claimed(run)
             if handle is None or handle._future is None:
                 continue
-            self._running[run.run_id] = (queue.name, handle._future)
-            handle._future.add_done_callback(lambda _: self._wake.set())
+            self._track(handle, queue.name)
         return len(runs)
 
     def _drain(self) -> None:

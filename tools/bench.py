@@ -3,7 +3,9 @@
 Benchmarks:
   steps   per-step overhead of a durable workflow of trivial async steps, on SQLite and
           PostgreSQL, next to the floor (one bare durable commit on the same backend).
-  (agent, replay and queue are to come: add each as a function registered with @benchmark.)
+  queue   throughput of 2,000 one-step runs with 1, 2 and 4 `agentdur worker` processes,
+          pick-up latency of an idle worker, time to recover 10,000 runs of a dead worker.
+  (agent and replay live in bench_agent.py; add each as a function registered with @benchmark.)
 
 Each benchmark is one function registered with `@benchmark`; they share `time_runs` (warm-up,
 then N timed runs, median) and print a table, or JSON with `--json`. Results are written
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import importlib.metadata
 import json
@@ -35,6 +38,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -496,6 +500,295 @@ def bench_steps(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "results": [rounded(asdict(r)) for r in results],
         "skipped": skipped,
+        "text": "\n".join(lines),
+    }
+
+
+# -- the `queue` benchmark ---------------------------------------------------------------
+
+QUEUE_NAME = "bench.queue"
+BENCH_QUEUE = agentdur.Queue(QUEUE_NAME)  # registered here, found by the workers by name
+
+
+@agentdur.workflow(name="bench.queue_one_step")
+async def queue_one_step(i: int) -> int:
+    return await noop(i)
+
+
+def queue_app() -> agentdur.Runtime:
+    """The application the queue benchmark's workers load: `--app bench:queue_app`."""
+    return agentdur.Runtime(os.environ["AGENTDUR_BENCH_QUEUE_URL"])
+
+
+def _queue_database(backend: str, args: argparse.Namespace, folder: str) -> str:
+    """An empty, migrated database: a new SQLite file, or the agentdur schema recreated."""
+    if backend == "sqlite":
+        url = f"sqlite:///{folder}/queue-{uuid.uuid4().hex[:8]}.db"
+    else:
+        url = postgres_url(args)
+        drop_postgres_schema(url, "agentdur")
+    agentdur.Runtime(url)._ensure_store().close()  # migrate before any timer starts
+    return url
+
+
+def _count_status(url: str, status: str) -> int:
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            row = conn.execute("SELECT count(*) FROM runs WHERE status = ?", (status,))
+            return int(row.fetchone()[0])
+    with psycopg.connect(url) as conn:
+        found = conn.execute("SELECT count(*) FROM agentdur.runs WHERE status = %s", (status,))
+        return int(found.fetchone()[0])  # type: ignore[index]
+
+
+def _wait_for_status(url: str, status: str, count: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _count_status(url, status) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"queue benchmark: {count} runs not {status} after {timeout:.0f}s")
+        time.sleep(0.01)
+
+
+@contextmanager
+def queue_workers(url: str, n: int, concurrency: int, folder: str) -> Any:
+    """n `agentdur worker` processes serving the benchmark queue, ready when yielded."""
+    env = {**os.environ, "AGENTDUR_BENCH_QUEUE_URL": url}
+    command = [
+        sys.executable, "-m", "agentdur.cli_worker", "--app", "bench:queue_app",
+        "--queue", QUEUE_NAME, "--concurrency", str(concurrency), "--grace", "5",
+    ]  # fmt: skip
+    procs = []
+    try:
+        for i in range(n):
+            with open(Path(folder) / f"worker{i}.err", "a") as err:
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=Path(__file__).resolve().parent,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
+                    )
+                )
+        for proc in procs:
+            assert proc.stdout is not None
+            if "serving" not in proc.stdout.readline():
+                raise SystemExit(f"queue benchmark: a worker did not start (see {folder})")
+        time.sleep(0.5)  # past their first claim and recovery round: idle
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class QueueThroughput:
+    backend: str
+    workers: int
+    runs: int
+    enqueue_s: float
+    """Median seconds to enqueue the runs (one `rt.enqueue` each, from one thread)."""
+    total_s: float
+    """Median seconds from the first enqueue until every run SUCCEEDED."""
+    runs_per_s: float
+    totals_s: list[float] = field(default_factory=list)
+
+
+def queue_throughput(
+    backend: str, workers: int, args: argparse.Namespace, folder: str
+) -> QueueThroughput:
+    enqueue: list[float] = []
+    total: list[float] = []
+    for i in range(args.warmup + args.runs):
+        url = _queue_database(backend, args, folder)
+        with (
+            queue_workers(url, workers, args.worker_concurrency, folder),
+            agentdur.Runtime(url, executor_id="bench-enqueuer") as rt,
+        ):
+            start = time.perf_counter()
+            for n in range(args.count):
+                rt.enqueue(queue_one_step, n, queue=QUEUE_NAME)
+            enqueued = time.perf_counter() - start
+            _wait_for_status(url, "SUCCEEDED", args.count)
+            elapsed = time.perf_counter() - start
+        if i >= args.warmup:
+            enqueue.append(enqueued)
+            total.append(elapsed)
+    return QueueThroughput(
+        backend=backend,
+        workers=workers,
+        runs=args.count,
+        enqueue_s=median(enqueue),
+        total_s=median(total),
+        runs_per_s=args.count / median(total),
+        totals_s=total,
+    )
+
+
+def queue_latency(backend: str, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+    """Enqueue → started_at of single runs, each enqueued while the one worker is idle."""
+    url = _queue_database(backend, args, folder)
+    samples: list[float] = []
+    with (
+        queue_workers(url, 1, args.worker_concurrency, folder),
+        agentdur.Runtime(url, executor_id="bench-enqueuer") as rt,
+    ):
+        for n in range(args.latency_samples):
+            time.sleep(0.2 + 0.2 * (n % 5) / 5)  # let the worker go idle, at varied phases
+            handle = rt.enqueue(queue_one_step, n, queue=QUEUE_NAME)
+            handle.result(timeout=60)
+            run = rt.get_run(handle.run_id)
+            assert run.started_at is not None
+            samples.append((run.started_at - run.created_at).total_seconds())
+    samples.sort()
+    return {
+        "backend": backend,
+        "samples": len(samples),
+        "median_ms": median(samples) * 1e3,
+        "p90_ms": samples[int(0.9 * (len(samples) - 1))] * 1e3,
+        "max_ms": samples[-1] * 1e3,
+    }
+
+
+def queue_recovery(backend: str, args: argparse.Namespace, folder: str) -> dict[str, Any]:
+    """`rt.recover()` over N RUNNING runs of a dead executor whose leases expired."""
+    url = _queue_database(backend, args, folder)
+    n = args.recover_count
+    with agentdur.Runtime(url, executor_id="bench-recoverer") as rt:
+        store = rt.store
+        now = rt.clock()
+        expired = now - timedelta(minutes=5)
+        rows = []
+        for i in range(n):
+            info = agentdur.RunInfo(
+                run_id=f"dead-{i:06d}",
+                workflow=queue_one_step.name,
+                status="RUNNING",
+                input=queue_one_step.encode_input((i,), {}),
+                queue=QUEUE_NAME,
+                owner="dead-executor",
+                lease_until=expired,
+                epoch=1,
+                attempts=1,
+                created_at=expired,
+                started_at=expired,
+            )
+            params = store._run_params(info)
+            params["input"] = store._json_param(json.dumps(info.input))
+            rows.append(params)
+        with store.transaction() as cur:
+            cur.executemany(store.sql.CREATE_RUN, rows)
+        start = time.perf_counter()
+        handles = rt.recover()
+        claimed = time.perf_counter() - start
+        _wait_for_status(url, "SUCCEEDED", n)
+        finished = time.perf_counter() - start
+    assert len(handles) == n, (len(handles), n)
+    return {
+        "backend": backend,
+        "runs": n,
+        "claimed_s": claimed,
+        "finished_s": finished,
+        "runs_per_s": n / finished,
+    }
+
+
+def _queue_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=2000, help="runs per throughput test")
+    parser.add_argument(
+        "--workers", default="1,2,4", help="worker process counts to measure (default 1,2,4)"
+    )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=100,
+        help="`agentdur worker --concurrency` of each worker (default 100)",
+    )
+    parser.add_argument("--latency-samples", type=int, default=40, help="default 40")
+    parser.add_argument("--recover-count", type=int, default=10_000, help="default 10000")
+    parser.add_argument(
+        "--only",
+        choices=("throughput", "latency", "recovery", "all"),
+        default="all",
+        help="which part to measure (default all)",
+    )
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+
+
+@benchmark(
+    "queue",
+    help="queue throughput with 1/2/4 worker processes, pick-up latency, mass recovery",
+    arguments=_queue_arguments,
+)
+def bench_queue(args: argparse.Namespace) -> dict[str, Any]:
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    counts = [int(n) for n in args.workers.split(",")]
+    throughput: list[QueueThroughput] = []
+    latency: list[dict[str, Any]] = []
+    recovery: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="agentdur-bench-queue-") as folder:
+        for backend in backends:
+            if args.only in ("throughput", "all"):
+                throughput += [queue_throughput(backend, n, args, folder) for n in counts]
+            if args.only in ("latency", "all"):
+                latency.append(queue_latency(backend, args, folder))
+            if args.only in ("recovery", "all"):
+                recovery.append(queue_recovery(backend, args, folder))
+        if "postgres" in backends:
+            drop_postgres_schema(postgres_url(args), "agentdur")
+
+    lines: list[str] = []
+    if throughput:
+        lines += [
+            f"throughput: {args.count} one-step runs enqueued from one thread into idle worker",
+            f"processes (`agentdur worker --concurrency {args.worker_concurrency}`), timed from "
+            "the first",
+            f"enqueue until all SUCCEEDED; median of {args.runs} after {args.warmup} warm-up",
+            "",
+            f"{'backend':<9} {'workers':>7} {'enqueue s':>10} {'total s':>8} {'runs/s':>7}  totals",
+        ]
+    for t in throughput:
+        lines.append(
+            f"{t.backend:<9} {t.workers:>7} {t.enqueue_s:>10.2f} {t.total_s:>8.2f} "
+            f"{t.runs_per_s:>7.0f}  {[round(x, 2) for x in t.totals_s]}"
+        )
+    if latency:
+        lines += [
+            *([""] if lines else []),
+            "pick-up latency: enqueue (created_at) -> started_at of one run enqueued into an",
+            f"idle worker ({args.latency_samples} samples; PostgreSQL: LISTEN/NOTIFY, SQLite:"
+            " 50 ms poll)",
+            f"{'backend':<9} {'median ms':>10} {'p90 ms':>8} {'max ms':>8}",
+        ]
+        for r in latency:
+            lines.append(
+                f"{r['backend']:<9} {r['median_ms']:>10.1f} {r['p90_ms']:>8.1f} {r['max_ms']:>8.1f}"
+            )
+    if recovery:
+        lines += [
+            *([""] if lines else []),
+            f"recovery: rt.recover() over {args.recover_count} RUNNING runs of a dead executor "
+            "(leases expired), one-step workflow;",
+            "claimed = recover() returned (every run claimed and launched); "
+            "finished = every run SUCCEEDED",
+            f"{'backend':<9} {'runs':>6} {'claimed s':>10} {'finished s':>11} {'runs/s':>7}",
+        ]
+        for r in recovery:
+            lines.append(
+                f"{r['backend']:<9} {r['runs']:>6} {r['claimed_s']:>10.2f} "
+                f"{r['finished_s']:>11.2f} {r['runs_per_s']:>7.0f}"
+            )
+    return {
+        "throughput": [rounded(asdict(t)) for t in throughput],
+        "latency": rounded(latency),
+        "recovery": rounded(recovery),
+        "results": [rounded(asdict(t)) for t in throughput] + rounded(latency + recovery),
         "text": "\n".join(lines),
     }
 

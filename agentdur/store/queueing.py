@@ -7,9 +7,20 @@ window, and takes ENQUEUED runs (SKIP LOCKED on PostgreSQL), all in one transact
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from agentdur.store.core import RunInfo, StoreCore
+
+# The first start within a queue's rate window, to know when the window frees a slot.
+# Kept here until the dialect modules carry it as QUEUE_FIRST_START_SINCE.
+_QUEUE_FIRST_START_SINCE = {
+    "sqlite": "SELECT min(started_at) FROM runs WHERE queue = :queue AND started_at >= :since",
+    "postgres": (
+        "SELECT min(started_at) FROM agentdur.runs"
+        " WHERE queue = %(queue)s AND started_at >= %(since)s"
+    ),
+}
 
 
 class QueueOps(StoreCore):
@@ -50,19 +61,31 @@ class QueueOps(StoreCore):
         limit: int,
         concurrency: int | None,
         rate: tuple[int, float] | None,
+        clock: Callable[[], datetime] | None = None,
     ) -> list[RunInfo]:
         """Take up to `limit` ENQUEUED runs of a queue, within its global limits.
 
-        The queue row is locked first, so the running count and the starts within the
-        rate window (recorded start times, a sliding window) are checked and the runs
-        taken in one transaction, whatever the number of workers.
+        The queue row is locked first (when the queue has limits), so the running count
+        and the starts within the rate window (recorded start times, a sliding window)
+        are checked and the runs taken in one transaction, whatever the number of
+        workers. With `clock`, `now` (the recorded start time) is read again once the
+        lock is held and the running runs counted, and `lease_until` moved by as much: a
+        worker that waited for the lock would otherwise record a start earlier than the
+        finish that made room for it.
         """
         with self.transaction() as cur:
-            cur.execute(self.sql.LOCK_QUEUE, {"queue": queue})
+            if concurrency is not None or rate is not None:
+                # Without limits there is nothing to count: SKIP LOCKED alone keeps two
+                # workers from taking one run, and they need not wait for each other.
+                cur.execute(self.sql.LOCK_QUEUE, {"queue": queue})
             if concurrency is not None:
                 cur.execute(self.sql.QUEUE_RUNNING, {"queue": queue})
                 running = cur.fetchone()
                 limit = min(limit, concurrency - int(running[0] if running else 0))
+            if clock is not None:  # after the count: every finish it saw is earlier
+                counted_at = clock()
+                lease_until += counted_at - now
+                now = counted_at
             if rate is not None:
                 since = now - timedelta(seconds=rate[1])
                 cur.execute(
@@ -91,6 +114,23 @@ class QueueOps(StoreCore):
                     taken.append(self._run(row))
         return taken
 
+    def queue_rate_wait(self, queue: str, *, now: datetime, rate: tuple[int, float]) -> float:
+        """Seconds until the queue's rate window lets one more run start (0: it does now)."""
+        since = now - timedelta(seconds=rate[1])
+        params = {"queue": queue, "since": self._time_param(since)}
+        with self.statement() as cur:
+            cur.execute(self.sql.QUEUE_STARTED_SINCE, params)
+            row = cur.fetchone()
+            if row is None or int(row[0]) < rate[0]:
+                return 0.0
+            statement = getattr(self.sql, "QUEUE_FIRST_START_SINCE", None)
+            cur.execute(statement or _QUEUE_FIRST_START_SINCE[self.dialect], params)
+            row = cur.fetchone()
+        first = self._time_value(row[0]) if row else None
+        if first is None:
+            return 0.0
+        return max(0.0, (first + timedelta(seconds=rate[1]) - now).total_seconds())
+
     def requeue_run(self, run_id: str, *, epoch: int) -> bool:
         """Put a taken run back in its queue (a worker that cannot run it)."""
         with self.statement() as cur:
@@ -113,17 +153,23 @@ class QueueOps(StoreCore):
         token_limit: int | None,
         tokens: int,
         event: str,
+        clock: Callable[[], datetime] | None = None,
     ) -> float:
         """Admit one request of a limiter, or say how many seconds to wait first.
 
         A sliding window over the recorded admissions: at most `limit` requests (and
         `token_limit` tokens) within any `per_seconds`. Admission is recorded in the same
-        transaction that checked the window, under the limiter's lock row.
+        transaction that checked the window, under the limiter's lock row. With `clock`,
+        `now` is read again once the lock is held: recorded admission times then follow
+        the order of admission, and no process prunes an admission another, which waited
+        for the lock with an older `now`, still needs to count.
         """
-        since = now - timedelta(seconds=per_seconds)
         with self.transaction() as cur:
             cur.execute(self.sql.ENSURE_QUEUE, {"name": limiter, "now": self._time_param(now)})
             cur.execute(self.sql.LOCK_QUEUE, {"queue": limiter})
+            if clock is not None:
+                now = clock()
+            since = now - timedelta(seconds=per_seconds)
             cur.execute(
                 self.sql.RATE_PRUNE, {"limiter": limiter, "before": self._time_param(since)}
             )

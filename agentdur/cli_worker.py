@@ -1,0 +1,210 @@
+"""`agentdur worker`: serve queues until SIGTERM.
+
+    agentdur worker --app myapp:rt [--queue docs ...] [--concurrency 8]
+
+`--app MODULE:ATTR` names the application's Runtime (or a callable returning one);
+importing MODULE defines its workflows, agents and queues. The worker takes runs from the
+queues (default: every queue the module defines) within their limits, heartbeats,
+recovers the runs of workers whose lease expired, and on SIGTERM (or Ctrl-C) takes no
+more work, lets what it holds finish for `--grace` seconds and releases the rest for the
+other workers, then exits 0.
+
+A Runtime left with the default executor id "local" gets `worker-<host>-<pid>`, so any
+number of workers can share one database. `--database-url` replaces the app Runtime's
+database (a new Runtime with the app's lease and executor id); without it the app's own
+Runtime is used as is.
+
+Also runnable on its own: `python -m agentdur.cli_worker --app myapp:rt ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any, TextIO
+
+from agentdur.cli_format import CommandError
+from agentdur.cli_replay import load_runtime
+from agentdur.errors import AgentdurError, NotRegisteredError, StoreUnavailable, UsageError
+from agentdur.queues import registered_queues
+from agentdur.runtime import Runtime
+from agentdur.worker import Worker
+
+PROG = "agentdur worker"
+DEFAULT_EXECUTOR_ID = "local"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
+    return value
+
+
+def _add_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="the application's Runtime (or a callable returning one), e.g. myapp.main:rt; "
+        "importing MODULE defines the workflows, agents and queues",
+    )
+    cmd.add_argument(
+        "--queue",
+        action="append",
+        metavar="Q",
+        help="a queue to serve (repeat for several; default: every queue MODULE defines)",
+    )
+    cmd.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="at most N runs at once in this worker (default: only the queues' limits)",
+    )
+    cmd.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        metavar="S",
+        help="seconds between polls when idle (default 0.05 on SQLite; 1 on PostgreSQL, "
+        "where LISTEN/NOTIFY wakes the worker at once and polling is only the fallback)",
+    )
+    cmd.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds to let held runs finish before releasing them (default 30)",
+    )
+
+
+def add_worker_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
+    """Add the `worker` command to the `agentdur` command's subparsers."""
+    cmd = subparsers.add_parser(
+        "worker",
+        help="serve queues: execute enqueued runs, recover dead workers' runs",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        parents=[parent],
+    )
+    _add_arguments(cmd)
+    cmd.set_defaults(handler=cmd_worker)
+
+
+def worker_runtime(app: str, database_url: str | None) -> Runtime:
+    """The app's Runtime (or one on `database_url`), with an executor id of its own."""
+    target = load_runtime(app, None)
+    executor_id = target.executor_id
+    if executor_id == DEFAULT_EXECUTOR_ID:
+        executor_id = f"worker-{socket.gethostname()}-{os.getpid()}"
+    if database_url is None:
+        target.executor_id = executor_id
+        return target
+    runtime = Runtime(
+        database_url,
+        executor_id=executor_id,
+        lease_seconds=target.lease_seconds,
+        clock=target.clock,
+    )
+    for agent in target._agents.values():  # agents the app registered on its Runtime
+        runtime.register(agent)
+    return runtime
+
+
+def _setup_logging() -> None:
+    """Worker events (recoveries, releases, fenced runs) on stderr, unless the app logs."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    agentdur_logger = logging.getLogger("agentdur")
+    if agentdur_logger.level == logging.NOTSET:
+        agentdur_logger.setLevel(logging.INFO)
+
+
+def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the queues until SIGTERM or Ctrl-C; 0 after a clean stop."""
+    explicit_url = getattr(args, "explicit_database_url", None)
+    rt = worker_runtime(args.app, explicit_url)
+    if args.queue:
+        try:
+            worker = Worker(
+                rt,
+                list(args.queue),
+                concurrency=args.concurrency,
+                poll_interval=args.poll_interval or None,
+                grace=args.grace,
+            )
+        except NotRegisteredError as exc:
+            defined = ", ".join(sorted(q.name for q in registered_queues())) or "none"
+            raise CommandError(f"{exc} (queues defined by {args.app}: {defined})") from None
+    else:
+        if not registered_queues():
+            raise CommandError(
+                f"{args.app} defines no queue: construct agentdur.Queue(name, ...) in its "
+                "module, or name one with --queue"
+            )
+        worker = Worker(
+            rt,
+            None,
+            concurrency=args.concurrency,
+            poll_interval=args.poll_interval or None,
+            grace=args.grace,
+        )
+    _setup_logging()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    names = ", ".join(q.name for q in worker.queues)
+    print(f"worker {rt.executor_id} serving {names} on {rt.database_url}", file=out, flush=True)
+    try:
+        worker.run()
+    finally:
+        rt.close()
+    print(f"worker {rt.executor_id} stopped", file=out, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`agentdur worker` on its own: the same options, exit codes as `agentdur`."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Serve agentdur queues.")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database URL (default: the app Runtime's own)",
+    )
+    _add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error, already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    args.explicit_database_url = args.database_url
+    try:
+        return cmd_worker(args, sys.stdout)
+    except (CommandError, UsageError, StoreUnavailable) as exc:
+        print(f"agentdur: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except AgentdurError as exc:
+        print(f"agentdur: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
