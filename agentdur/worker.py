@@ -132,9 +132,9 @@ class Worker:
                     continue
                 if time.monotonic() - last < _STREAM:
                     time.sleep(_GATHER)
-                while store.wait_for_enqueue(0):  # those are covered by this wake too
-                    pass
                 last = time.monotonic()
+                while time.monotonic() - last < _GATHER and store.wait_for_enqueue(0):
+                    pass  # those are covered by this wake too
                 self._wake.set()
             except Exception:
                 if not self._stopping.is_set():

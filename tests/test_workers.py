@@ -8,7 +8,6 @@ log file (fsync), which is how a test sees which process executed what, and how 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import os
@@ -25,7 +24,6 @@ import psycopg
 import pytest
 
 import agentdur
-from agentdur.cli_worker import add_worker_parser
 from agentdur.cli_worker import main as worker_main
 from tests.apps import queue_app
 from tests.apps.queue_workers import APP, ROOT, Workers, max_overlap, window_gaps
@@ -229,23 +227,9 @@ def summaries(url: str) -> dict[str, int]:
         return dict(conn.execute(query).fetchall())
 
 
-def test_worker_command_plugs_into_the_agentdur_command(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """What `agentdur worker` does once cli.py adds the parser (as cli_worker documents)."""
+def test_agentdur_worker_command(capsys: pytest.CaptureFixture[str]) -> None:
     from agentdur import cli
 
-    original = cli.build_parser
-
-    def build_parser() -> argparse.ArgumentParser:
-        parser = original()
-        nouns = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        common = cli._Parser(add_help=False)
-        common.add_argument("--database-url", default=argparse.SUPPRESS)
-        add_worker_parser(nouns, common)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", build_parser)
     assert cli.main(["worker", "--help"]) == 0
     assert "--app MODULE:ATTR" in capsys.readouterr().out
     assert cli.main(["worker", "--app", APP, "--queue", "nope"]) == 2

@@ -554,7 +554,7 @@ def queue_workers(url: str, n: int, concurrency: int, folder: str) -> Any:
     """n `agentdur worker` processes serving the benchmark queue, ready when yielded."""
     env = {**os.environ, "AGENTDUR_BENCH_QUEUE_URL": url}
     command = [
-        sys.executable, "-m", "agentdur.cli_worker", "--app", "bench:queue_app",
+        sys.executable, "-m", "agentdur.cli", "worker", "--app", "bench:queue_app",
         "--queue", QUEUE_NAME, "--concurrency", str(concurrency), "--grace", "5",
     ]  # fmt: skip
     procs = []

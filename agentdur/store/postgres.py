@@ -234,6 +234,9 @@ QUEUE_RUNNING = "SELECT count(*) FROM agentdur.runs WHERE queue = %(queue)s AND 
 QUEUE_STARTED_SINCE = (
     "SELECT count(*) FROM agentdur.runs WHERE queue = %(queue)s AND started_at >= %(since)s"
 )
+QUEUE_FIRST_START_SINCE = (
+    "SELECT min(started_at) FROM agentdur.runs WHERE queue = %(queue)s AND started_at >= %(since)s"
+)
 QUEUE_READY = """
 SELECT run_id FROM agentdur.runs WHERE queue = %(queue)s AND status = 'ENQUEUED'
 ORDER BY priority, created_at, run_id LIMIT %(limit)s

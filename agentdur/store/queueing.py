@@ -12,16 +12,6 @@ from datetime import datetime, timedelta
 
 from agentdur.store.core import RunInfo, StoreCore
 
-# The first start within a queue's rate window, to know when the window frees a slot.
-# Kept here until the dialect modules carry it as QUEUE_FIRST_START_SINCE.
-_QUEUE_FIRST_START_SINCE = {
-    "sqlite": "SELECT min(started_at) FROM runs WHERE queue = :queue AND started_at >= :since",
-    "postgres": (
-        "SELECT min(started_at) FROM agentdur.runs"
-        " WHERE queue = %(queue)s AND started_at >= %(since)s"
-    ),
-}
-
 
 class QueueOps(StoreCore):
     """Queues, their claims, and model rate limiters."""
@@ -123,8 +113,7 @@ class QueueOps(StoreCore):
             row = cur.fetchone()
             if row is None or int(row[0]) < rate[0]:
                 return 0.0
-            statement = getattr(self.sql, "QUEUE_FIRST_START_SINCE", None)
-            cur.execute(statement or _QUEUE_FIRST_START_SINCE[self.dialect], params)
+            cur.execute(self.sql.QUEUE_FIRST_START_SINCE, params)
             row = cur.fetchone()
         first = self._time_value(row[0]) if row else None
         if first is None:

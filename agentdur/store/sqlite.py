@@ -203,6 +203,9 @@ FIND_QUEUED_DUPLICATE = (
 LOCK_QUEUE = "SELECT name FROM queues WHERE name = :queue"
 QUEUE_RUNNING = "SELECT count(*) FROM runs WHERE queue = :queue AND status = 'RUNNING'"
 QUEUE_STARTED_SINCE = "SELECT count(*) FROM runs WHERE queue = :queue AND started_at >= :since"
+QUEUE_FIRST_START_SINCE = (
+    "SELECT min(started_at) FROM runs WHERE queue = :queue AND started_at >= :since"
+)
 QUEUE_READY = """
 SELECT run_id FROM runs WHERE queue = :queue AND status = 'ENQUEUED'
 ORDER BY priority, created_at, run_id LIMIT :limit"""

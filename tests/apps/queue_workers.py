@@ -1,9 +1,9 @@
 """Helpers of the queue tests: worker processes, and limits read from recorded times.
 
-`Workers` runs `agentdur worker --app tests.apps.queue_app:rt` (the real command,
-`agentdur.cli_worker.main`) in processes of their own, their output in files of the
-test's folder. Each step of the app appends `run_id index pid event` to one log file,
-which is how a test sees who executed what, and how often.
+`Workers` runs `agentdur worker --app tests.apps.queue_app:rt` (the real command) in
+processes of their own, their output in files of the test's folder. Each step of the
+app appends `run_id index pid event` to one log file, which is how a test sees who
+executed what, and how often.
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.apps.queue_app:rt"
-WORKER = [
-    sys.executable,
-    "-c",
-    "import sys; from agentdur.cli_worker import main; sys.exit(main(sys.argv[1:]))",
-]
+WORKER = [sys.executable, "-m", "agentdur.cli", "worker"]
+"""The `agentdur worker` command."""
 
 
 class Workers:
