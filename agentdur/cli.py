@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from agentdur import recording
 from agentdur.audit import Audit
+from agentdur.cli_args import positive_int, step_index
 from agentdur.cli_format import (
     VALUE_WIDTH,
     CommandError,
@@ -259,26 +260,6 @@ def _db_migrate(args: argparse.Namespace, out: TextIO) -> int:
 # -- parsing ---------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def _index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a step index (0 or more), got {text!r}")
-    return value
-
-
 def _add_app(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--app",
@@ -302,7 +283,7 @@ def _add_runs(nouns: Any, common: argparse.ArgumentParser) -> None:
         help=f"only runs in this status: {', '.join(statuses)}",
     )
     cmd.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
-    cmd.add_argument("--limit", type=_positive, default=100, metavar="N", help="default 100")
+    cmd.add_argument("--limit", type=positive_int, default=100, metavar="N", help="default 100")
     cmd.add_argument("--json", action="store_true", help="print JSON")
     cmd.set_defaults(handler=_runs_list)
     cmd = verbs.add_parser("show", help="one run and its steps", parents=[common])
@@ -329,10 +310,10 @@ def _add_replay_fork(nouns: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
     )
     cmd.add_argument("run_id", metavar="RUN_ID", nargs="?")
-    cmd.add_argument("--until", type=_index, metavar="K", help="stop after step K")
+    cmd.add_argument("--until", type=step_index, metavar="K", help="stop after step K")
     cmd.add_argument("--workflow", metavar="NAME", help="replay the last runs of a workflow")
     cmd.add_argument("--agent", metavar="NAME", help="same as --workflow agent:NAME")
-    cmd.add_argument("--last", type=_positive, default=10, metavar="N", help="default 10")
+    cmd.add_argument("--last", type=positive_int, default=10, metavar="N", help="default 10")
     _add_app(cmd)
     cmd.set_defaults(handler=cmd_replay)
 
@@ -341,10 +322,10 @@ def _add_replay_fork(nouns: Any, common: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument("run_id", metavar="RUN_ID")
     where = cmd.add_mutually_exclusive_group(required=True)
-    where.add_argument("--at", type=_index, metavar="K", help="keep steps 0..K-1, run from K")
+    where.add_argument("--at", type=step_index, metavar="K", help="keep steps 0..K-1, run from K")
     where.add_argument(
         "--after-llm",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="keep the N-th LLM response (1-based) and re-execute everything after it; "
         "with --response-file, replace that response",

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from agentdur.cli_args import step_index
 from agentdur.cli_format import VALUE_WIDTH, CommandError, cut, error_text
 from agentdur.cli_replay import load_runtime
 from agentdur.engine import DEFAULT_DATABASE_URL
@@ -62,7 +63,7 @@ def add_operation_parsers(subparsers: Any, parent: argparse.ArgumentParser) -> N
         parents=[parent],
     )
     cmd.add_argument("run_id", metavar="RUN_ID")
-    cmd.add_argument("step", type=_index, metavar="STEP", help="the step's index")
+    cmd.add_argument("step", type=step_index, metavar="STEP", help="the step's index")
     action = cmd.add_mutually_exclusive_group(required=True)
     action.add_argument(
         "--retry",
@@ -87,7 +88,7 @@ def add_operation_parsers(subparsers: Any, parent: argparse.ArgumentParser) -> N
         parents=[parent],
     )
     cmd.add_argument("run_id", metavar="RUN_ID")
-    cmd.add_argument("step", type=_index, metavar="STEP", help="the waiting tool step's index")
+    cmd.add_argument("step", type=step_index, metavar="STEP", help="the waiting tool step's index")
     cmd.add_argument(
         "--deny", action="store_true", help="deny the call: the model is told, with the note"
     )
@@ -204,16 +205,6 @@ def _add_app(cmd: argparse.ArgumentParser) -> None:
         help="continue the run in this process with the application's Runtime (or a callable "
         "returning one), e.g. myapp.main:rt, and wait until it finishes or stops again",
     )
-
-
-def _index(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a step index (0 or more), got {text!r}")
-    return value
 
 
 def _compact(value: Any) -> str:

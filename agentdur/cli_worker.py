@@ -28,6 +28,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from agentdur.cli_args import positive_int, seconds
 from agentdur.cli_format import CommandError
 from agentdur.cli_replay import load_runtime
 from agentdur.errors import AgentdurError, NotRegisteredError, StoreUnavailable, UsageError
@@ -37,26 +38,6 @@ from agentdur.worker import Worker
 
 PROG = "agentdur worker"
 DEFAULT_EXECUTOR_ID = "local"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds (0 or more), got {text!r}")
-    return value
 
 
 def _add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -75,20 +56,20 @@ def _add_arguments(cmd: argparse.ArgumentParser) -> None:
     )
     cmd.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="at most N runs at once in this worker (default: only the queues' limits)",
     )
     cmd.add_argument(
         "--poll-interval",
-        type=_seconds,
+        type=seconds,
         metavar="S",
         help="seconds between polls when idle (default 0.05 on SQLite; 1 on PostgreSQL, "
         "where LISTEN/NOTIFY wakes the worker at once and polling is only the fallback)",
     )
     cmd.add_argument(
         "--grace",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="on SIGTERM, seconds to let held runs finish before releasing them (default 30)",

@@ -53,6 +53,16 @@ _FINISH_REASONS: dict[str, StopReason] = {
 }
 
 
+def openai_client_from_environment(sdk: ModuleType) -> Any:
+    """`openai.AsyncOpenAI()` from the environment, or a clear error saying what to pass."""
+    try:
+        return sdk.AsyncOpenAI()
+    except sdk.OpenAIError as exc:
+        raise ConfigurationError(
+            f"cannot create an OpenAI client: {exc} Or pass client=openai.AsyncOpenAI(...)"
+        ) from exc
+
+
 class OpenAIChat(SDKModel):
     """OpenAI Chat Completions; other servers through `client=AsyncOpenAI(base_url=...)`.
 
@@ -81,12 +91,7 @@ class OpenAIChat(SDKModel):
         super().__init__(model, client, rate_limit=rate_limit, **params)
 
     def _default_client(self, sdk: ModuleType) -> Any:
-        try:
-            return sdk.AsyncOpenAI()
-        except sdk.OpenAIError as exc:
-            raise ConfigurationError(
-                f"cannot create an OpenAI client: {exc} Or pass client=openai.AsyncOpenAI(...)"
-            ) from exc
+        return openai_client_from_environment(sdk)
 
     def _arguments(
         self, client: Any, messages: Sequence[Message], tools: Sequence[ToolDefinition]

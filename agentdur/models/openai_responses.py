@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from agentdur.errors import ConfigurationError
 from agentdur.models.base import (
     SDKModel,
     StreamDone,
@@ -31,6 +30,7 @@ from agentdur.models.base import (
     split_params,
     status_error,
 )
+from agentdur.models.openai_chat import openai_client_from_environment
 from agentdur.models.types import (
     AssistantMessage,
     Message,
@@ -77,12 +77,7 @@ class OpenAIResponses(SDKModel):
         super().__init__(model, client, rate_limit=rate_limit, **params)
 
     def _default_client(self, sdk: ModuleType) -> Any:
-        try:
-            return sdk.AsyncOpenAI()
-        except sdk.OpenAIError as exc:
-            raise ConfigurationError(
-                f"cannot create an OpenAI client: {exc} Or pass client=openai.AsyncOpenAI(...)"
-            ) from exc
+        return openai_client_from_environment(sdk)
 
     def _arguments(
         self, client: Any, messages: Sequence[Message], tools: Sequence[ToolDefinition]
