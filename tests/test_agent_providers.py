@@ -1,7 +1,7 @@
 """Agent runs through the real `openai` / `anthropic` SDK clients, on both backends.
 
 HTTP goes through `agentdur.testing`'s respx bridge; response bodies are the real
-recorded API responses in ../shared/fixtures/providers (see its SOURCES.md), and the
+recorded API responses in tests/fixtures/providers (see its SOURCES.md), and the
 second turns are built in the same shape from the recorded text answers.
 """
 
@@ -49,7 +49,7 @@ def fixtures_dir() -> Path:
     configured = os.environ.get("AGENTDUR_FIXTURES")
     if configured:
         return Path(configured)
-    return Path(__file__).parents[2] / "shared" / "fixtures" / "providers"
+    return Path(__file__).parent / "fixtures" / "providers"
 
 
 FIXTURES = fixtures_dir()

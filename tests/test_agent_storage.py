@@ -21,8 +21,7 @@ from agentdur.models import Message, ModelResponse, OpenAIChat
 from agentdur.testing import Scripted, ScriptInfo, openai_client
 
 FIXTURES = Path(
-    os.environ.get("AGENTDUR_FIXTURES")
-    or Path(__file__).parents[2] / "shared" / "fixtures" / "providers"
+    os.environ.get("AGENTDUR_FIXTURES") or Path(__file__).parent / "fixtures" / "providers"
 )
 CHAT_URL = "https://api.openai.com/v1/chat/completions"
 

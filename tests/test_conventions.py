@@ -77,3 +77,52 @@ def test_no_pickle_anywhere() -> None:
         if re.search(r"^\s*(import|from)\s+(c?pickle|dill|marshal)\b", path.read_text(), re.M)
     ]
     assert offenders == []
+
+
+TESTS = Path(__file__).parent
+# A test may read only what is in the repository: no relative climbs, no absolute paths to
+# this machine's folders, no sibling "shared" folder.
+OUTSIDE_PATH = re.compile(r"\.\./|\.\.\\|/work/|/home/|/\s*[\"']shared[\"']|[\"']shared/")
+FILE_PARENTS = re.compile(r"__file__\)(?:\.resolve\(\))?(?:\.parents\[(\d+)\]|((?:\.parent\b)+))")
+
+
+def outside_repo_references(relative: Path, text: str) -> list[str]:
+    """`file:line: text` for each line of a test source (path under tests/) reaching outside."""
+    # Path(__file__).parents[i]: i == len(relative.parts) - 1 is tests/, one more the root.
+    highest = len(relative.parts)
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        climbs = [
+            int(index) if index else chain.count(".parent") - 1
+            for index, chain in FILE_PARENTS.findall(line)
+        ]
+        if OUTSIDE_PATH.search(line) or any(level > highest for level in climbs):
+            found.append(f"tests/{relative.as_posix()}:{number}: {line.strip()}")
+    return found
+
+
+def test_outside_repo_check_flags_known_escapes() -> None:
+    lines = [
+        'A = Path(__file__).parents[3] / "shared" / "fixtures"',
+        'B = Path(__file__).resolve().parent.parent.parent.parent / "x"',
+        'C = "../shared/fixtures/providers"',
+        'D = Path("/work/shared/fixtures")',
+        'E = Path(__file__).parents[3] / "elsewhere"',
+        'ok = Path(__file__).resolve().parent.parent / "fixtures", rate_limit="shared"',
+        'ok = Path(__file__).parents[2] / "tools" / "crashtest.py"',
+    ]
+    found = outside_repo_references(Path("models/test_x.py"), "\n".join(lines))
+    assert [entry.split(":")[1] for entry in found] == ["1", "2", "3", "4", "5"]
+    assert outside_repo_references(Path("test_x.py"), lines[6]) != []
+
+
+def test_tests_need_only_the_repository() -> None:
+    offenders = [
+        entry
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != Path(__file__)
+        for entry in outside_repo_references(path.relative_to(TESTS), path.read_text())
+    ]
+    assert offenders == [], "test sources refer to paths outside the repository:\n" + "\n".join(
+        offenders
+    )

@@ -32,7 +32,7 @@ from tests.helpers import wait_for
 
 FIXTURES = Path(
     os.environ.get("AGENTDUR_FIXTURES")
-    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers"
+    or Path(__file__).resolve().parent / "fixtures" / "providers"
 )
 OPENAI_URL = "https://api.openai.com/v1/chat/completions"
 

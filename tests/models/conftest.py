@@ -1,6 +1,6 @@
 """Fixtures for the adapter tests: recorded provider payloads served through respx.
 
-The payloads are real API responses from ../shared/fixtures/providers (see its
+The payloads are real API responses from tests/fixtures/providers (see its
 SOURCES.md); AGENTDUR_FIXTURES points elsewhere if set. Every SDK call goes through
 the real `openai` / `anthropic` client and `agentdur.testing.RespxTransport`.
 """
@@ -22,11 +22,11 @@ from agentdur.models import ToolDefinition
 
 
 def fixtures_dir() -> Path:
-    """Where the recorded payloads live: $AGENTDUR_FIXTURES, else the shared folder."""
+    """Where the recorded payloads live: $AGENTDUR_FIXTURES, else tests/fixtures/providers."""
     configured = os.environ.get("AGENTDUR_FIXTURES")
     if configured:
         return Path(configured)
-    return Path(__file__).parents[3] / "shared" / "fixtures" / "providers"
+    return Path(__file__).parents[1] / "fixtures" / "providers"
 
 
 class Recorded:
