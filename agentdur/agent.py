@@ -14,6 +14,7 @@ time. The run's workflow name is `agent:<name>`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -321,7 +322,7 @@ class _Loop:
             except Exception as exc:
                 delay = self.agent.model_policy.delay(attempt, exc)
                 if delay is None:
-                    ctx.record(
+                    await ctx.arecord(
                         _finished(info, ctx, "ERROR", attempt),
                         input_data=input_data,
                         error_data=codec.encode_error(exc),
@@ -331,12 +332,15 @@ class _Loop:
                 continue
             latency_ms = (time.perf_counter() - began) * 1000
             if admission is not None:
-                ctx.store.rate_settle(admission[0], admission[1], response.usage.total_tokens)
+                settle = functools.partial(
+                    ctx.store.rate_settle, *admission, response.usage.total_tokens
+                )
+                await ctx.write(settle)
             done = _finished(info, ctx, "SUCCEEDED", attempt)
             done = _with(
                 done, model=response.model or model.model_name, usage=response.usage.model_dump()
             )
-            ctx.record(
+            await ctx.arecord(
                 done,
                 input_data=input_data,
                 output_data=recording.llm_output(response, latency_ms),
@@ -418,7 +422,7 @@ class _Loop:
                 "type": "UnknownTool",
                 "message": f"unknown tool {name!r}; available tools: {available}",
             }
-            return self._tool_failed(
+            return await self._tool_failed(
                 info,
                 1,
                 {"call_id": call.id, "arguments": call.arguments},
@@ -429,7 +433,7 @@ class _Loop:
             arguments = tool.parse_arguments(call.raw_arguments)
         except ToolArgumentsError as exc:
             raw_input = {"call_id": call.id, "raw_arguments": call.raw_arguments}
-            return self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
+            return await self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
         input_data = {"call_id": call.id, "arguments": arguments, "effect": tool.effect}
         needs_approval = tool.requires_approval or (
             self.agent.approve is not None
@@ -450,7 +454,7 @@ class _Loop:
             raise failure
         return recording.tool_message(step, call.id)
 
-    def _tool_failed(
+    async def _tool_failed(
         self,
         info: StepInfo,
         attempts: int,
@@ -458,7 +462,7 @@ class _Loop:
         error: dict[str, Any],
         exc: BaseException,
     ) -> ToolResultMessage:
-        step = self.ctx.record(
+        step = await self.ctx.arecord(
             _finished(info, self.ctx, "ERROR", attempts), input_data=input_data, error_data=error
         )
         if self.agent.tool_errors == "raise":

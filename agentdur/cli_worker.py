@@ -9,10 +9,10 @@ recovers the runs of workers whose lease expired, and on SIGTERM (or Ctrl-C) tak
 more work, lets what it holds finish for `--grace` seconds and releases the rest for the
 other workers, then exits 0.
 
-A Runtime left with the default executor id "local" gets `worker-<host>-<pid>`, so any
-number of workers can share one database. `--database-url` replaces the app Runtime's
-database (a new Runtime with the app's lease and executor id); without it the app's own
-Runtime is used as is.
+Each process is its own executor by default (`<host>:<pid>:<random>`, see ownership.py),
+so any number of workers can share one database. `--database-url` replaces the app
+Runtime's database (a new Runtime with the app's lease and executor id); without it the
+app's own Runtime is used as is.
 
 Also runnable on its own: `python -m agentdur.cli_worker --app myapp:rt ...`.
 """
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import socket
 import sys
 import threading
 from typing import Any, TextIO
@@ -37,7 +35,6 @@ from agentdur.runtime import Runtime
 from agentdur.worker import Worker
 
 PROG = "agentdur worker"
-DEFAULT_EXECUTOR_ID = "local"
 
 
 def _add_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -91,15 +88,11 @@ def add_worker_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
 def worker_runtime(app: str, database_url: str | None) -> Runtime:
     """The app's Runtime (or one on `database_url`), with an executor id of its own."""
     target = load_runtime(app, None)
-    executor_id = target.executor_id
-    if executor_id == DEFAULT_EXECUTOR_ID:
-        executor_id = f"worker-{socket.gethostname()}-{os.getpid()}"
     if database_url is None:
-        target.executor_id = executor_id
         return target
     runtime = Runtime(
         database_url,
-        executor_id=executor_id,
+        executor_id=target.executor_id,
         lease_seconds=target.lease_seconds,
         clock=target.clock,
     )

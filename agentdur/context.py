@@ -30,8 +30,9 @@ from agentdur.errors import (
     NonDeterminismError,
     OutsideRunError,
     RunCancelledError,
+    StoreUnavailable,
 )
-from agentdur.store import SqlStore, StepInfo
+from agentdur.store import FINISHED, SqlStore, StepInfo
 
 if TYPE_CHECKING:
     from agentdur.store.base import Cursor
@@ -52,15 +53,30 @@ class ReplayStopped(BaseException):
 
 
 class RunSuspended(BaseException):
-    """Internal: the run was released as WAITING or NEEDS_ATTENTION and stops executing.
+    """Internal: the run was released and stops executing in this process.
 
-    Whoever delivers the event (a message, an approval, an operator's resolution) makes
-    it runnable again, and any executor continues it by replaying its recording.
+    `status` is WAITING or NEEDS_ATTENTION (whoever delivers the event, a message, an
+    approval, an operator's resolution or the wake-up time, makes it runnable again, and
+    any executor continues it by replaying its recording), or RELEASED: the database
+    stayed unreachable, the run is still RUNNING under this executor, and recovery
+    continues it from its last recorded step once the database answers.
     """
 
     def __init__(self, status: str) -> None:
         super().__init__(status)
         self.status = status
+
+
+class Interrupted(Exception):
+    """Internal: carries a KeyboardInterrupt or SystemExit raised in a run to its caller.
+
+    An Exception, not the signal itself, so that it crosses the event loop (which would
+    stop on a bare KeyboardInterrupt); `RunHandle` raises the original one.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 def current_run(what: str) -> RunContext:
@@ -180,6 +196,53 @@ class RunContext:
             self.on_step(recorded)
         return recorded
 
+    def _record_job(
+        self,
+        step: StepInfo,
+        input_data: Any,
+        output_data: Any,
+        error_data: Any,
+        cur: Cursor | None,
+    ) -> Callable[[], None]:
+        # Encoded here, in the caller, so a value JSON cannot hold fails before any write.
+        input_json = None if input_data is None else codec.dumps(input_data)
+        output_json = None if output_data is None else codec.dumps(output_data)
+        error_json = None if error_data is None else codec.dumps(error_data)
+        return lambda: self.store.record_step(
+            step,
+            epoch=self.epoch,
+            input_json=input_json,
+            output_json=output_json,
+            error_json=error_json,
+            cur=cur,
+        )
+
+    async def arecord(
+        self,
+        step: StepInfo,
+        *,
+        input_data: Any = None,
+        output_data: Any = None,
+        error_data: Any = None,
+        cur: Cursor | None = None,
+    ) -> StepInfo:
+        """Write a step; never in replay mode. Raises FencedError/RunCancelledError if refused.
+
+        With `cur` (a transactional step's own transaction) the write joins that
+        transaction; otherwise it goes to the store's writer and this coroutine resumes
+        once it is durable.
+        """
+        step = replace(step, input=input_data, output=output_data, error=error_data)
+        if self.replay:
+            return step
+        job = self._record_job(step, input_data, output_data, error_data, cur)
+        if cur is not None:
+            await asyncio.to_thread(self._guard_sync, job)
+        else:
+            await self.write(job)
+        self.recorded[step.step_index] = step
+        return step
+
     def record(
         self,
         step: StepInfo,
@@ -189,23 +252,56 @@ class RunContext:
         error_data: Any = None,
         cur: Cursor | None = None,
     ) -> StepInfo:
-        """Write a step; never in replay mode. Raises FencedError/RunCancelledError if refused."""
+        """Blocking form of `arecord`, for sync steps (they run in worker threads)."""
         step = replace(step, input=input_data, output=output_data, error=error_data)
         if self.replay:
             return step
-        try:
-            self.store.record_step(
-                step,
-                epoch=self.epoch,
-                input_json=None if input_data is None else codec.dumps(input_data),
-                output_json=None if output_data is None else codec.dumps(output_data),
-                error_json=None if error_data is None else codec.dumps(error_data),
-                cur=cur,
-            )
-        except FencedError:
-            self.explain_refusal()
+        job = self._record_job(step, input_data, output_data, error_data, cur)
+        self._guard_sync(job if cur is not None else lambda: self.store.write(job))
         self.recorded[step.step_index] = step
         return step
+
+    async def write(self, job: Callable[[], T]) -> T:
+        """Run a store write for this run through the store's writer.
+
+        A refusal (another executor took the run, or it was cancelled) and a database
+        that stays unreachable are turned into the run's signals: the first two stop
+        it, the last releases it for recovery; none of them is the step's failure.
+        """
+        if self.replay:
+            raise ReplayStopped
+        try:
+            return await self.store.awrite(job)
+        except FencedError:
+            await asyncio.to_thread(self.explain_refusal)
+            raise
+        except StoreUnavailable as exc:
+            self._release(exc)
+
+    def write_sync(self, job: Callable[[], T]) -> T:
+        """Blocking form of `write`, for worker threads."""
+        if self.replay:
+            raise ReplayStopped
+        return self._guard_sync(lambda: self.store.write(job))
+
+    def _guard_sync(self, write: Callable[[], T]) -> T:
+        try:
+            return write()
+        except FencedError:
+            self.explain_refusal()
+            raise
+        except StoreUnavailable as exc:
+            self._release(exc)
+
+    def _release(self, exc: StoreUnavailable) -> NoReturn:
+        logger.warning(
+            "run %s released for recovery: %s (its steps so far are recorded; it resumes "
+            "from there once the database answers)",
+            self.run_id,
+            exc,
+        )
+        self.suspended = "RELEASED"
+        raise RunSuspended("RELEASED") from exc
 
     def explain_refusal(self) -> None:
         """A write was refused: find out whether the run was cancelled or taken over."""
@@ -214,33 +310,34 @@ class RunContext:
             self.cancelled = True
             raise RunCancelledError(self.run_id)
         self.fenced = True
-        logger.warning(
-            "run %s was taken over by %s (epoch %s); this executor stops working on it",
-            self.run_id,
-            run.owner if run else "nobody",
-            run.epoch if run else "?",
-        )
+        if run is not None and run.status in FINISHED:
+            logger.warning(
+                "run %s was taken over by another executor (epoch %s), which finished it "
+                "(%s); this executor (epoch %s) stops working on it",
+                self.run_id,
+                run.epoch,
+                run.status,
+                self.epoch,
+            )
+        else:
+            logger.warning(
+                "run %s was taken over by %s (epoch %s); this executor stops working on it",
+                self.run_id,
+                (run.owner or "no executor yet") if run else "nobody (the run is gone)",
+                run.epoch if run else "?",
+            )
         raise FencedError(self.run_id, self.epoch)
 
-    def guarded(self, write: Callable[[], T]) -> T:
-        """Run a store write that names this run's epoch; explain a refusal."""
-        if self.replay:
-            raise ReplayStopped
-        try:
-            return write()
-        except FencedError:
-            self.explain_refusal()
-            raise
-
-    def suspend(self, status: str, *, reason: dict[str, Any] | None = None) -> NoReturn:
+    async def suspend(self, status: str, *, reason: dict[str, Any] | None = None) -> NoReturn:
         """Release the run as NEEDS_ATTENTION (with the reason) and stop executing it."""
-        self.guarded(
+        error_json = None if reason is None else codec.dumps(reason)
+        await self.write(
             lambda: self.store.suspend_run(
                 self.run_id,
                 epoch=self.epoch,
                 status=status,
                 wake_at=None,
-                error_json=None if reason is None else codec.dumps(reason),
+                error_json=error_json,
             )
         )
         self.suspended = status
@@ -250,12 +347,3 @@ class RunContext:
         """The store released the run as WAITING: stop executing it."""
         self.suspended = "WAITING"
         raise RunSuspended("WAITING")
-
-    async def sleep_until(self, until: datetime) -> None:
-        """Sleep until a wall-clock time, waking early if the run is cancelled or fenced."""
-        while not self.replay:
-            self.check_signals()
-            remaining = (until - self.clock()).total_seconds()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(remaining, 0.25))

@@ -1,10 +1,11 @@
 """Engine: the core of a Runtime, which starts, executes and recovers runs.
 
 It owns the store, the executor identity, the background event loop every run executes
-on, the heartbeat that extends this executor's leases, and recovery. `Runtime` adds
-agents and queues (runtime.py), replay, fork and operator actions (operations.py).
-Blocking methods are thin faces over work done on the runtime's loop; their
-`a`-prefixed twins await the same work from any event loop.
+on, the heartbeat and the scheduler (ownership.py), and recovery. `Runtime` adds agents
+and queues (runtime.py), replay, fork and operator actions (operations.py). Blocking
+methods are thin faces over work done on the runtime's loop; their `a`-prefixed twins
+await the same work from any event loop. The loop never waits on the database: every
+write of an executing run goes through the store's writer (store/writer.py).
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import contextvars
 import functools
 import logging
 import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from typing_extensions import Self
 
 from agentdur import codec
 from agentdur.agent import Agent, find_agent
-from agentdur.context import RunContext
+from agentdur.context import Interrupted, RunContext
 from agentdur.errors import (
-    FencedError,
     RunInputMismatchError,
     RunNotFoundError,
     UsageError,
@@ -36,6 +35,13 @@ from agentdur.errors import (
 from agentdur.fork import fork_settings
 from agentdur.handle import RunHandle
 from agentdur.loop import LoopThread
+from agentdur.ownership import (
+    Heartbeat,
+    Scheduler,
+    dead_executors,
+    default_executor_id,
+    this_process,
+)
 from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
 from agentdur.workflow import Workflow, find_workflow, lookup_workflow
 
@@ -59,23 +65,39 @@ class Engine:
         recover: bool = False,
         auto_migrate: bool = True,
         lease_seconds: float = 30.0,
+        write_retry_seconds: float = 60.0,
+        poll_interval: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        url = database_url or os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
-        self.store: SqlStore = open_store(url)
-        self.executor_id = executor_id or os.environ.get("AGENTDUR_EXECUTOR_ID") or "local"
+        self._url = url = (
+            database_url or os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
+        )
+        self.store: SqlStore = open_store(url, write_retry_seconds=write_retry_seconds)
+        self.identity = this_process()
+        self.executor_id = (
+            executor_id
+            or os.environ.get("AGENTDUR_EXECUTOR_ID")
+            or default_executor_id(self.identity)
+        )
         self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
         self.clock = clock
         self._recover_on_open = recover
         self._auto_migrate = auto_migrate
         self._open_lock = threading.RLock()
         self._schema_checked = False
         self._loop: LoopThread | None = None
-        self._heartbeat: concurrent.futures.Future[None] | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._scheduler: Scheduler | None = None
         self._active: dict[str, RunContext] = {}
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._agents: dict[str, Agent] = {}
         self._known_queues: set[str] = set()
+        self._unrunnable: set[str] = set()
+        self._starting: set[str] = set()
+        """Runs created RUNNING here whose execution is not registered yet."""
+        self._claim_lock = threading.Lock()
+        """One claim at a time: a run claimed here is launched before the next claim."""
 
     @property
     def database_url(self) -> str:
@@ -85,31 +107,54 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------
 
     def open(self) -> Self:
-        """Connect, check or migrate the schema, start the loop and the heartbeat."""
+        """Connect, check or migrate the schema, start the loop, heartbeat and scheduler."""
         with self._open_lock:
             if self._loop is not None:
                 return self
             self._ensure_store()
             self._loop = LoopThread()
-            self._beat()
-            self._heartbeat = self._loop.submit(self._heartbeat_loop())
+            self._heartbeat = Heartbeat(
+                self._heartbeat_store(),
+                executor_id=self.executor_id,
+                identity=self.identity,
+                interval=self.lease_seconds / 3,
+                lease_seconds=self.lease_seconds,
+                clock=self.clock,
+                executing=self._executing,
+                lost=self._notice_lost,
+            )
+            self._heartbeat.start()
+            self._scheduler = Scheduler(self._tick, interval=self.poll_interval)
         if self._recover_on_open:
             self.recover()
+        self._scheduler.start()
         return self
+
+    def _heartbeat_store(self) -> SqlStore:
+        """A store of its own for the heartbeat: its own connection, never queued."""
+        if self._url.endswith(":memory:"):
+            return self.store  # one connection is the whole database
+        store = open_store(self._url, write_retry_seconds=self.store.write_retry_seconds)
+        store.open()
+        return store
 
     def close(self) -> None:
         """Stop the loop and release connections (idempotent).
 
-        Runs still executing stay RUNNING under this executor and are resumed by the
-        next `recover()` of an executor with this id, or by any executor once their
-        lease expires.
+        Runs still executing stay RUNNING under this executor and are resumed by any
+        executor with `recover=True` once their lease expires, or at once by a process
+        restarted on this host.
         """
         with self._open_lock:
             loop, self._loop = self._loop, None
+            scheduler, self._scheduler = self._scheduler, None
+            heartbeat, self._heartbeat = self._heartbeat, None
+            if scheduler is not None:
+                scheduler.stop()
             if loop is not None:
-                if self._heartbeat is not None:
-                    self._heartbeat.cancel()
                 loop.stop()
+            if heartbeat is not None and heartbeat is not None:
+                heartbeat.stop()
             self.store.close()
             self._schema_checked = False
 
@@ -178,11 +223,18 @@ class Engine:
             created_at=now,
             started_at=now,
         )
-        if not self.store.create_run(info, input_json=codec.dumps(input_data)):
-            return self._existing(run_id, wf, input_data)
-        ctx = self._context(run_id, wf.name, epoch=1, recorded={})
-        ctx.values.update(values or {})
-        return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
+        input_json = codec.dumps(input_data)
+        # Until it is launched, the scheduler must not take this run as one of ours
+        # that a database fault released.
+        self._starting.add(run_id)
+        try:
+            if not self.store.write(lambda: self.store.create_run(info, input_json=input_json)):
+                return self._existing(run_id, wf, input_data)
+            ctx = self._context(run_id, wf.name, epoch=1, recorded={})
+            ctx.values.update(values or {})
+            return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
+        finally:
+            self._starting.discard(run_id)
 
     async def astart(
         self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
@@ -278,77 +330,132 @@ class Engine:
                     call = functools.partial(contextvars.copy_context().run, wf.fn, *args, **kwargs)
                     result = await asyncio.get_running_loop().run_in_executor(None, call)
                 output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
+            except (KeyboardInterrupt, SystemExit) as exc:
+                await self._interrupted(ctx, exc)
             except Exception as exc:
                 ctx.check_signals()  # fenced, cancelled or suspended: that is the outcome
-                self._finish(ctx, "FAILED", error=codec.encode_error(exc))
+                await self._finish(ctx, "FAILED", error=codec.encode_error(exc))
                 raise
             ctx.check_signals()
-            self._finish(ctx, "SUCCEEDED", output=output)
+            await self._finish(ctx, "SUCCEEDED", output=output)
             return codec.from_json(output, wf.return_type)
         finally:
             ctx.deactivate(token)
             if self._active.get(ctx.run_id) is ctx:
                 del self._active[ctx.run_id]
 
-    def _finish(
+    async def _finish(
         self, ctx: RunContext, status: str, *, output: Any = None, error: Any = None
     ) -> None:
         if ctx.replay:
             return
-        try:
-            self.store.finish_run(
+        output_json = None if output is None else codec.dumps(output)
+        error_json = None if error is None else codec.dumps(error)
+        now = self.clock()
+        await ctx.write(
+            lambda: self.store.finish_run(
                 ctx.run_id,
                 epoch=ctx.epoch,
                 status=status,
-                output_json=None if output is None else codec.dumps(output),
-                error_json=None if error is None else codec.dumps(error),
-                now=self.clock(),
+                output_json=output_json,
+                error_json=error_json,
+                now=now,
             )
-        except FencedError:
-            ctx.explain_refusal()
+        )
+
+    async def _interrupted(self, ctx: RunContext, exc: BaseException) -> NoReturn:
+        """KeyboardInterrupt or SystemExit in a run: release it, hand the signal back.
+
+        The run is neither failed nor finished: it is made runnable again (any executor
+        that recovers runs continues it from its last recorded step), and the exception
+        reaches whoever waits on the run, while the runtime goes on serving other runs.
+        """
+        if not ctx.replay:
+            try:
+                await self.store.awrite(lambda: self.store.release_run(ctx.run_id, epoch=ctx.epoch))
+            except Exception:
+                logger.exception("run %s could not be released after %r", ctx.run_id, exc)
+        raise Interrupted(exc)
 
     # -- recovery, heartbeat, cancel ---------------------------------------------------
 
     def recover(self) -> list[RunHandle]:
         """Resume every unfinished run this executor may take.
 
-        That is its own runs from an earlier process with the same executor id, and any
-        run whose lease expired. A run whose workflow is not registered in this process
-        is left untouched, with a warning.
+        That is any unowned runnable run, any run whose lease expired, any run whose
+        owner is a dead process on this host, and this executor's own runs released by
+        a database fault. A run whose workflow is not registered in this process is
+        left untouched, with a warning.
         """
+        return self._take(others=True)
+
+    async def arecover(self) -> list[RunHandle]:
+        """Async twin of `recover`."""
+        return await asyncio.to_thread(self.recover)
+
+    def _tick(self) -> None:
+        """One scheduler tick: due wake-ups, released runs, and (recover=True) takeovers."""
+        now = self.clock()
+        self.store.write(lambda: self.store.wake_queued(now=now))
+        self._take(others=self._recover_on_open)
+
+    def _take(self, *, others: bool) -> list[RunHandle]:
         loop = self._loop_thread()
         handles = []
         now = self.clock()
-        for run_id, workflow_name in self.store.recoverable_runs(owner=self.executor_id, now=now):
+        dead = dead_executors(self.store, self.identity, self.executor_id) if others else []
+        takeable = self.store.recoverable_runs(
+            owner=self.executor_id, now=now, others=others, dead=dead
+        )
+        for run_id, workflow_name in takeable:
+            if run_id in self._starting:
+                continue
             if run_id in self._active:
                 handles.append(RunHandle(self, run_id, self._futures.get(run_id)))
                 continue
             wf = self._find_workflow(workflow_name)
             if wf is None:
-                logger.warning(
-                    "run %s was not recovered: its workflow %r is not registered in this "
-                    "process (import the module that defines it)",
-                    run_id,
-                    workflow_name,
-                )
+                if run_id not in self._unrunnable:
+                    self._unrunnable.add(run_id)
+                    logger.warning(
+                        "run %s was not recovered: its workflow %r is not registered in "
+                        "this process (import the module that defines it)",
+                        run_id,
+                        workflow_name,
+                    )
                 continue
-            handle = self._claim_and_launch(loop, run_id, wf, now)
+            handle = self._claim_and_launch(loop, run_id, wf, now, others=others, dead=dead)
             if handle is not None:
                 handles.append(handle)
         return handles
 
     def _claim_and_launch(
-        self, loop: LoopThread, run_id: str, wf: Workflow[Any], now: datetime
+        self,
+        loop: LoopThread,
+        run_id: str,
+        wf: Workflow[Any],
+        now: datetime,
+        *,
+        others: bool = True,
+        dead: list[str] | None = None,
     ) -> RunHandle | None:
-        claimed = self.store.claim_run(
-            run_id,
-            owner=self.executor_id,
-            now=now,
-            lease_until=now + timedelta(seconds=self.lease_seconds),
-        )
-        if claimed is None:
-            return None
-        return self._continue(loop, claimed, wf)
+        lease_until = now + timedelta(seconds=self.lease_seconds)
+        with self._claim_lock:
+            if run_id in self._active or run_id in self._starting:
+                return RunHandle(self, run_id, self._futures.get(run_id))
+            claimed = self.store.write(
+                lambda: self.store.claim_run(
+                    run_id,
+                    owner=self.executor_id,
+                    now=now,
+                    lease_until=lease_until,
+                    others=others,
+                    dead=dead or [],
+                )
+            )
+            if claimed is None:
+                return None
+            return self._continue(loop, claimed, wf)
 
     def _continue(self, loop: LoopThread, claimed: RunInfo, wf: Workflow[Any]) -> RunHandle:
         """Execute a run this executor just claimed, replaying what it recorded."""
@@ -383,10 +490,6 @@ class Engine:
             return None
         return self._continue(self._loop_thread(), run, wf)
 
-    async def arecover(self) -> list[RunHandle]:
-        """Async twin of `recover`."""
-        return await asyncio.to_thread(self.recover)
-
     def cancel(self, run_id: str) -> bool:
         """Cancel a run: it stops at its next step boundary with status CANCELLED.
 
@@ -401,35 +504,21 @@ class Engine:
             ctx.cancelled = True
         return cancelled
 
-    def _beat(self) -> set[str]:
-        now = self.clock()
-        return self.store.heartbeat(
-            executor_id=self.executor_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            now=now,
-            lease_until=now + timedelta(seconds=self.lease_seconds),
-        )
+    def _executing(self) -> list[tuple[str, int]]:
+        """(run_id, epoch) of the runs this process executes now (for the heartbeat)."""
+        return [(ctx.run_id, ctx.epoch) for ctx in list(self._active.values()) if not ctx.replay]
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                owned = self._beat()
-            except Exception:
-                logger.exception("heartbeat failed; retrying")
-                continue
-            for run_id, ctx in list(self._active.items()):
-                if run_id not in owned and not ctx.replay:
-                    self._notice_lost(ctx)
-
-    def _notice_lost(self, ctx: RunContext) -> None:
-        run = self.store.get_run(ctx.run_id)
+    def _notice_lost(self, run_id: str) -> None:
+        """The heartbeat found a run no longer ours: tell its context why."""
+        ctx = self._active.get(run_id)
+        if ctx is None:
+            return
+        run = self.store.get_run(run_id)
         if run is None:
             return
         if run.status == "CANCELLED":
             ctx.cancelled = True
-        elif run.status == "RUNNING" and run.owner != self.executor_id:
+        elif run.status == "RUNNING" and (run.owner != self.executor_id or run.epoch != ctx.epoch):
             ctx.fenced = True
 
     # -- reading -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ The tree branches by what the caller does next:
     │   ├── RunNotFoundError           no run with that id
     │   ├── RunInputMismatchError      an existing run_id started again with other input
     │   └── OutsideRunError            a step or durable primitive called outside a run
-    ├── StoreUnavailable           the database cannot be reached (URL in the message, no password)
+    ├── StoreError                 the database refused an operation (driver error chained)
+    │   └── StoreUnavailable           the database cannot be reached, even after retries
     ├── SerializationError         a value cannot be stored as JSON (names the step and the type)
     ├── RunOutcomeError            what happened to a run
     │   ├── NonDeterminismError        the code asks for another step than the recording has
@@ -88,8 +89,20 @@ class OutsideRunError(UsageError):
     """A step or durable primitive was called outside a run."""
 
 
-class StoreUnavailable(AgentdurError):
-    """The database cannot be reached. The URL in the message has its password masked."""
+class StoreError(AgentdurError):
+    """The database refused an operation; the driver's error is chained as `__cause__`.
+
+    The store raises agentdur errors only: driver exceptions (sqlite3, psycopg) are
+    translated at its edge.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached. The URL in the message has its password masked.
+
+    Raised to a run after the writer retried through `write_retry_seconds`: the run is
+    released for recovery, never failed.
+    """
 
     def __init__(self, message: str, *, url: str) -> None:
         super().__init__(message)

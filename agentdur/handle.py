@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agentdur import codec
-from agentdur.context import RunSuspended
+from agentdur.context import Interrupted, RunSuspended
 from agentdur.errors import (
     FencedError,
     NeedsAttentionError,
@@ -59,10 +59,15 @@ class RunHandle:
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._future is not None:
+            # wait() rather than result(timeout): a TimeoutError the run itself raised is
+            # its outcome, not ours. Neither cancels the run.
+            done, _ = concurrent.futures.wait([self._future], timeout)
+            if not done:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s")
             try:
-                return self._future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
+                return self._future.result()
+            except Interrupted as exc:
+                raise exc.error from None
             except (FencedError, RunSuspended):
                 pass  # released, or continued by another executor: follow it in the store
         delay = _POLL_FIRST
@@ -80,15 +85,22 @@ class RunHandle:
 
         Raises `RunCancelledError` for a cancelled run and `TimeoutError` after `timeout`.
         """
-        if self._future is not None:
-            try:
-                return await asyncio.wait_for(asyncio.wrap_future(self._future), timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s") from None
-            except (FencedError, RunSuspended):
-                pass
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        if self._future is not None:
+            # The caller's timeout or cancellation must never reach the run: cancelling a
+            # wrapped future cancels the run's task. asyncio.wait cancels nothing.
+            waiting = asyncio.wrap_future(self._future)
+            waiting.add_done_callback(_retrieve)
+            done, _ = await asyncio.wait({waiting}, timeout=timeout)
+            if not done:
+                raise TimeoutError(f"run {self.run_id!r} did not finish in {timeout}s")
+            try:
+                return waiting.result()
+            except Interrupted as exc:
+                raise exc.error from None
+            except (FencedError, RunSuspended):
+                pass
         delay = _POLL_FIRST
         while True:
             outcome = await asyncio.to_thread(self._stored_outcome)
@@ -129,3 +141,9 @@ class RunHandle:
             raise error
 
         return fail
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a wrapped future's error as seen, for when its waiter timed out or was cancelled."""
+    if not future.cancelled():
+        future.exception()

@@ -31,7 +31,15 @@ class LoopThread:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                break  # stopped by stop()
+            except (KeyboardInterrupt, SystemExit):
+                # Raised in a run's task: asyncio re-raises these out of the loop after
+                # handing them to the task. The run's own code reports it to its caller;
+                # the loop goes on serving every other run.
+                continue
         # Cancel what is left so coroutines do not warn about never being awaited.
         pending = asyncio.all_tasks(self.loop)
         for task in pending:

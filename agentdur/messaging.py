@@ -51,13 +51,14 @@ def recv(topic: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
             finished_at=now,
         )
         expired = until is not None and now >= until
-        found, value = ctx.guarded(
+        input_json = codec.dumps(input_data)
+        found, value = await ctx.write(
             lambda: ctx.store.take_or_wait(
                 step,
                 epoch=ctx.epoch,
                 topic=topic,
                 consume=True,
-                input_json=codec.dumps(input_data),
+                input_json=input_json,
                 wake_at=until,
                 wait=not expired,
             )
@@ -66,7 +67,7 @@ def recv(topic: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
             ctx.recorded[index] = replace(step, input=input_data, output=value)
             return value
         if expired:
-            ctx.record(step, input_data=input_data, output_data=None)
+            await ctx.arecord(step, input_data=input_data, output_data=None)
             return None
         ctx.waiting()
 

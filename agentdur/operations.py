@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from agentdur.errors import (
 )
 from agentdur.fork import plan_fork
 from agentdur.handle import RunHandle
-from agentdur.store import FINISHED, StepInfo
+from agentdur.store import FINISHED, RunInfo, StepInfo
 from agentdur.tool_steps import approval_topic
 from agentdur.workflow import Workflow
 
@@ -45,6 +46,10 @@ class Operations(Engine):
             raise UsageError(f"run {run_id!r} is {status}: it receives no more messages")
         self._resume(run_id)
 
+    async def asend(self, run_id: str, topic: str, value: Any = None) -> None:
+        """Async twin of `send`."""
+        await asyncio.to_thread(self.send, run_id, topic, value)
+
     def approve(
         self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
     ) -> None:
@@ -57,6 +62,14 @@ class Operations(Engine):
         if step.kind != "tool":
             raise UsageError(f"step {step_index} of run {run_id!r} is not a tool call")
         self.send(run_id, approval_topic(step_index), {"approved": approved, "note": note})
+
+    async def aapprove(
+        self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
+    ) -> None:
+        """Async twin of `approve`."""
+        await asyncio.to_thread(
+            functools.partial(self.approve, run_id, step_index, approved=approved, note=note)
+        )
 
     def resolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
         """Settle an uncertain side effect so the run (NEEDS_ATTENTION) can go on.
@@ -89,6 +102,10 @@ class Operations(Engine):
         except ValueError as exc:
             raise UsageError(f"cannot resolve step {step_index} of run {run_id!r}: {exc}") from None
         self._resume(run_id)
+
+    async def aresolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
+        """Async twin of `resolve`."""
+        await asyncio.to_thread(self.resolve, run_id, step_index, action, value)
 
     def _waiting_step(self, run_id: str, index: int, status: str, what: str) -> StepInfo:
         run = self.get_run(run_id)
@@ -237,6 +254,55 @@ class Operations(Engine):
         if model_instance is not None:
             ctx.values["model_instance"] = model_instance
         return RunHandle(self, new_id, self._launch(loop, ctx, wf, run.input))
+
+    async def afork(
+        self,
+        run_id: str,
+        at_step: int,
+        *,
+        new_run_id: str | None = None,
+        response: Any = None,
+        model: Any = None,
+        dry_run: bool = False,
+    ) -> RunHandle:
+        """Async twin of `fork`."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.fork,
+                run_id,
+                at_step,
+                new_run_id=new_run_id,
+                response=response,
+                model=model,
+                dry_run=dry_run,
+            )
+        )
+
+    # -- async twins of the Engine's reading and cancel --------------------------------
+
+    async def aget_run(self, run_id: str) -> RunInfo:
+        """Async twin of `get_run`."""
+        return await asyncio.to_thread(self.get_run, run_id)
+
+    async def alist_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Async twin of `list_runs`."""
+        return await asyncio.to_thread(
+            functools.partial(self.list_runs, status=status, workflow=workflow, limit=limit)
+        )
+
+    async def asteps(self, run_id: str) -> list[StepInfo]:
+        """Async twin of `steps`."""
+        return await asyncio.to_thread(self.steps, run_id)
+
+    async def ahandle(self, run_id: str) -> RunHandle:
+        """Async twin of `handle`."""
+        return await asyncio.to_thread(self.handle, run_id)
+
+    async def acancel(self, run_id: str) -> bool:
+        """Async twin of `cancel`."""
+        return await asyncio.to_thread(self.cancel, run_id)
 
     def _require_workflow(self, name: str) -> Workflow[Any]:
         wf = self._find_workflow(name)

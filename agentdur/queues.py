@@ -105,15 +105,17 @@ async def admit(store: Any, limiter: str, limit: RateLimit, *, clock: Any, token
     """Wait until the limiter admits one request; returns the admission's id."""
     event = uuid.uuid4().hex
     while True:
-        wait = store.rate_acquire(
-            limiter,
-            now=clock(),
-            per_seconds=limit.per_seconds,
-            limit=limit.limit,
-            token_limit=limit.tokens,
-            tokens=tokens,
-            event=event,
-            clock=clock,
+        wait = await store.awrite(
+            lambda: store.rate_acquire(
+                limiter,
+                now=clock(),
+                per_seconds=limit.per_seconds,
+                limit=limit.limit,
+                token_limit=limit.tokens,
+                tokens=tokens,
+                event=event,
+                clock=clock,
+            )
         )
         if wait <= 0:
             return event

@@ -7,6 +7,7 @@ replays, forks and applies operators' decisions; this module adds agents and que
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
@@ -30,14 +31,25 @@ class Runtime(Operations):
         database_url: `sqlite:///path.db`, `sqlite:////abs/path.db` or
             `postgresql://user:password@host:port/db`; defaults to the environment
             variable AGENTDUR_DATABASE_URL, else `sqlite:///agentdur.db`.
-        executor_id: this process's identity as an owner of runs. A restarted process
-            with the same id resumes its own runs at once; defaults to
-            AGENTDUR_EXECUTOR_ID, else "local". Processes that run at the same time
-            against one database need distinct ids (workers make their own).
-        recover: resume this executor's unfinished runs (and expired ones) when opened.
+        executor_id: a fixed identity as an owner of runs, for deployments that name
+            their executors (a restarted process with the same id resumes its own runs
+            at once). Defaults to AGENTDUR_EXECUTOR_ID, else a fresh id per process,
+            `<host>:<pid>:<random>`: two processes never execute the same run at once,
+            and a process restarted on the same host still resumes the runs of its
+            dead predecessor at once (the executor row names host, pid and process
+            start time). Never give two live processes the same id.
+        recover: when opened, and then for as long as the Runtime is open, take over
+            runs no live executor holds: unowned ones, those whose lease expired, and
+            those whose owner is a dead process on this host.
         auto_migrate: apply pending schema migrations when opened; when false an older
             schema is an error that says to run `agentdur db migrate`.
-        lease_seconds: how long a run stays owned without a heartbeat.
+        lease_seconds: how long a run stays owned without a heartbeat (heartbeats come
+            every third of it, from a thread and connection of their own).
+        write_retry_seconds: how long a write is retried through database faults (a
+            dropped connection, a locked database, a server restart) before the run is
+            released for recovery; a run is never failed because a write failed.
+        poll_interval: seconds between the scheduler's ticks, which wake WAITING runs
+            whose time came and take over runs (with `recover`).
         clock: the source of the current time (tests move it instead of sleeping).
 
     The constructor does no I/O: the store opens on first use, on `open()`, or on
@@ -64,6 +76,14 @@ class Runtime(Operations):
         self.register(agent)
         return self._start(agent.workflow, (prompt,), {}, run_id=run_id)
 
+    async def astart_agent(
+        self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
+    ) -> RunHandle:
+        """Async twin of `start_agent`."""
+        return await asyncio.to_thread(
+            functools.partial(self.start_agent, agent, prompt, run_id=run_id)
+        )
+
     def run_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> AgentResult:
         """Blocking form of `arun_agent`."""
         handle = self.start_agent(agent, prompt, run_id=run_id)
@@ -77,7 +97,7 @@ class Runtime(Operations):
         Every LLM call and tool call is a recorded step. Starting with an existing
         `run_id` returns that run's result without calling anything again.
         """
-        handle = await asyncio.to_thread(self.start_agent, agent, prompt, run_id=run_id)
+        handle = await self.astart_agent(agent, prompt, run_id=run_id)
         data = await handle.aresult()
         return await asyncio.to_thread(self.agent_result, agent, handle.run_id, data)
 
@@ -161,6 +181,31 @@ class Runtime(Operations):
             if duplicate is not None:
                 return RunHandle(self, duplicate.run_id)
         return self._existing(run_id, wf, input_data)
+
+    async def aenqueue(
+        self,
+        fn: Workflow[Any] | Agent | str,
+        /,
+        *args: Any,
+        queue: Queue | str,
+        run_id: str | None = None,
+        priority: int = 0,
+        dedup_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle:
+        """Async twin of `enqueue`."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.enqueue,
+                fn,
+                *args,
+                queue=queue,
+                run_id=run_id,
+                priority=priority,
+                dedup_id=dedup_id,
+                **kwargs,
+            )
+        )
 
     def serve(
         self,

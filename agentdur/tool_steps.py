@@ -28,6 +28,7 @@ from agentdur.errors import UncertainEffect
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import Tool, ToolContext
+from agentdur.transactions import TransactionFaults, transaction_scope
 
 Outcome = tuple[StepInfo, BaseException | None]
 
@@ -116,7 +117,7 @@ class ToolExecution:
                 note = decision.get("note")
                 message = "a human reviewer denied this call" + (f": {note}" if note else "")
                 error = {"type": "ApprovalDenied", "message": message}
-                return self._record_error(1, error), None
+                return await self._record_error(1, error), None
         if simulated:
             return await self._simulate(), None
         if self.tool.transactional:
@@ -147,8 +148,8 @@ class ToolExecution:
         what = f"the result of tool step {self.info.step_index} {self.tool.name!r}"
         return codec.to_json(result, what=what)
 
-    def _record_error(self, attempts: int, error: dict[str, Any]) -> StepInfo:
-        return self.ctx.record(
+    async def _record_error(self, attempts: int, error: dict[str, Any]) -> StepInfo:
+        return await self.ctx.arecord(
             self._done("ERROR", attempts), input_data=self.input_data, error_data=error
         )
 
@@ -189,8 +190,8 @@ class ToolExecution:
             except Exception as exc:
                 if await self._backoff(attempt, exc):
                     continue
-                return self._record_error(attempt, codec.encode_error(exc)), exc
-            step = self.ctx.record(
+                return await self._record_error(attempt, codec.encode_error(exc)), exc
+            step = await self.ctx.arecord(
                 self._done("SUCCEEDED", attempt),
                 input_data=self.input_data,
                 output_data=self._output(result),
@@ -216,9 +217,9 @@ class ToolExecution:
                     "step once you know whether the effect happened"
                 )
             if outcome is not None:
-                return self._finish(key, outcome, 1), None
+                return await self._finish(key, outcome, 1), None
         started, now = replace(self.info, status="STARTED"), ctx.clock()
-        existing = ctx.guarded(
+        existing = await ctx.write(
             lambda: store.begin_effect(
                 started, epoch=ctx.epoch, key=key, input_json=self.input_json, now=now
             )
@@ -255,7 +256,7 @@ class ToolExecution:
                     continue
                 error = codec.encode_error(exc)
                 step = self._done("ERROR", attempt)
-                ctx.guarded(
+                await ctx.write(
                     functools.partial(
                         store.release_effect,
                         step,
@@ -267,20 +268,21 @@ class ToolExecution:
                 )
                 ctx.recorded[step.step_index] = replace(step, input=self.input_data, error=error)
                 return ctx.recorded[step.step_index], exc
-            return self._finish(key, result, attempt), None
+            return await self._finish(key, result, attempt), None
 
-    def _finish(self, key: str, result: Any, attempts: int) -> StepInfo:
+    async def _finish(self, key: str, result: Any, attempts: int) -> StepInfo:
         ctx = self.ctx
         output = self._output(result)
         step = self._done("SUCCEEDED", attempts)
-        ctx.guarded(
+        output_json, now = codec.dumps(output), ctx.clock()
+        await ctx.write(
             lambda: ctx.store.finish_effect(
                 step,
                 epoch=ctx.epoch,
                 key=key,
                 input_json=self.input_json,
-                output_json=codec.dumps(output),
-                now=ctx.clock(),
+                output_json=output_json,
+                now=now,
             )
         )
         done = replace(step, input=self.input_data, output=output)
@@ -298,8 +300,8 @@ class ToolExecution:
             "tool": self.tool.name,
         }
         if step is None:
-            ctx.suspend("NEEDS_ATTENTION", reason=error)
-        ctx.guarded(
+            await ctx.suspend("NEEDS_ATTENTION", reason=error)
+        await ctx.write(
             lambda: ctx.store.suspend_run(
                 ctx.run_id,
                 epoch=ctx.epoch,
@@ -315,13 +317,14 @@ class ToolExecution:
         raise RunSuspended("NEEDS_ATTENTION")
 
     async def _transactional(self) -> Outcome:
+        faults = TransactionFaults(self.ctx, self.info.step_index)
         attempt = 0
         while True:
             attempt += 1
             try:
-                with self.ctx.store.dedicated_transaction() as (conn, cur):
+                async with transaction_scope(self.ctx) as (conn, cur):
                     result = await self.tool.call(self.arguments, self._tool_ctx(attempt, db=conn))
-                    step = self.ctx.record(
+                    step = await self.ctx.arecord(
                         self._done("SUCCEEDED", attempt),
                         input_data=self.input_data,
                         output_data=self._output(result),
@@ -330,9 +333,16 @@ class ToolExecution:
                 return step, None
             except Exception as exc:
                 self.ctx.check_signals()
+                verdict = await asyncio.to_thread(faults.verdict, exc)
+                if verdict == "committed" and faults.committed is not None:
+                    return faults.committed, None
+                if verdict == "retry":
+                    attempt -= 1  # the database's fault, not the tool's: no attempt spent
+                    await asyncio.sleep(faults.pause())
+                    continue
                 if await self._backoff(attempt, exc):
                     continue
-                return self._record_error(attempt, codec.encode_error(exc)), exc
+                return await self._record_error(attempt, codec.encode_error(exc)), exc
 
     async def _simulate(self) -> StepInfo:
         """A dry run: the simulate hook answers, or the model is told nothing happened."""
@@ -345,7 +355,7 @@ class ToolExecution:
                 "message": f"DRY RUN: {self.tool.name} was NOT executed and nothing happened in "
                 "the outside world; this result is simulated. Do not tell the user it was done.",
             }
-        return self.ctx.record(
+        return await self.ctx.arecord(
             self._done("SUCCEEDED", 1, dry_run=True),
             input_data=self.input_data,
             output_data=output,
@@ -356,24 +366,24 @@ class ToolExecution:
         ctx = self.ctx
         found, value = False, None
         if await self._siblings():
-            found, value = self._take_decision(wait=False)
+            found, value = await self._take_decision(wait=False)
             if not found:
                 # Recorded now, while the run is ours, so the reviewer sees every call of
                 # the turn that waits; the run is released once the others have finished.
                 waiting = replace(self.info, status="WAITING", finished_at=None)
-                ctx.record(waiting, input_data=self.input_data)
+                await ctx.arecord(waiting, input_data=self.input_data)
                 await self._wait_for_siblings()
         if not found:
-            found, value = self._take_decision(wait=True)
+            found, value = await self._take_decision(wait=True)
         if not found:
             ctx.waiting()
         return value if isinstance(value, dict) else {"approved": bool(value)}
 
-    def _take_decision(self, *, wait: bool) -> tuple[bool, Any]:
+    async def _take_decision(self, *, wait: bool) -> tuple[bool, Any]:
         """Read the decision; with `wait`, record the step WAITING and release the run if
         there is none (one transaction, the run row locked: no decision is missed)."""
         ctx = self.ctx
-        return ctx.guarded(
+        return await ctx.write(
             lambda: ctx.store.take_or_wait(
                 self.info,
                 epoch=ctx.epoch,

@@ -15,8 +15,16 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
+from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -28,17 +36,25 @@ from agentdur.errors import (
     OutsideRunError,
     RunCancelledError,
     SerializationError,
+    StoreError,
     UsageError,
 )
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import is_async_callable
+from agentdur.transactions import TransactionFaults, transaction_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 _WORKFLOWS: dict[str, Workflow[Any]] = {}
-_RECORDING_FAILURES = (SerializationError, FencedError, RunCancelledError)
+_RECORDING_FAILURES = (SerializationError, FencedError, RunCancelledError, StoreError)
+_inside_step: ContextVar[RunContext | None] = ContextVar("agentdur_inside_step", default=None)
+"""The run whose step body is executing here: a step called inside it is a plain call.
+
+It holds the run rather than a flag, so a run started from inside a step body (which
+inherits this context) still records its own steps.
+"""
 
 
 class Workflow(Generic[R]):
@@ -139,7 +155,11 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
 
 
 class Step:
-    """A function whose outcome is recorded; calling it inside a run is a durable step."""
+    """A function whose outcome is recorded; calling it inside a run is a durable step.
+
+    Called inside another step's body it is a plain call: no index, no recording, no
+    retries of its own; the outer step records the outcome of the whole.
+    """
 
     kind = "step"
 
@@ -153,11 +173,19 @@ class Step:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = current_run(f"step {self.name!r}")
+        if _inside_step.get() is ctx:
+            # Only the outer step is recorded (and replayed, and retried): this one is
+            # part of its body, so it takes no index and executes on every attempt.
+            return self._plain_call(args, kwargs)
         index = ctx.next_index()
         if self.is_async:
             return self._run_async(ctx, index, args, kwargs)
         _refuse_on_loop(self.name)
         return self._run_sync(ctx, index, args, kwargs)
+
+    def _plain_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The function itself (a coroutine for an async step), for a call inside a step."""
+        return self.fn(*args, **kwargs)
 
     def _recorded(self, ctx: RunContext, index: int) -> StepInfo | None:
         recorded = ctx.replayed(index, self.name, self.kind)
@@ -169,7 +197,11 @@ class Step:
         return codec.from_json(recorded.output, self.return_type)
 
     def _scope(self, ctx: RunContext) -> AbstractContextManager[tuple[tuple[Any, ...], Any]]:
-        """Where one attempt runs: (extra leading arguments, cursor to record with)."""
+        """Where one attempt of a sync step runs: (extra leading arguments, cursor)."""
+        return nullcontext(((), None))
+
+    def _ascope(self, ctx: RunContext) -> AbstractAsyncContextManager[tuple[tuple[Any, ...], Any]]:
+        """Where one attempt of an async step runs: (extra leading arguments, cursor)."""
         return nullcontext(((), None))
 
     async def _run_async(
@@ -179,16 +211,33 @@ class Step:
         if recorded is not None:
             return self._outcome(recorded)
         started, attempt = ctx.clock(), 0
+        faults = TransactionFaults(ctx, index)
         while True:
             attempt += 1
             try:
-                with self._scope(ctx) as (extra, cur):
-                    result = await self.fn(*extra, *args, **kwargs)
-                    return self._record_success(
-                        ctx, index, args, kwargs, started, attempt, result, cur=cur
-                    )
+                async with self._ascope(ctx) as (extra, cur):
+                    inside = _inside_step.set(ctx)
+                    try:
+                        result = await self.fn(*extra, *args, **kwargs)
+                    finally:
+                        _inside_step.reset(inside)
+                    step, output = self._success(ctx, index, args, kwargs, started, attempt, result)
+                    await ctx.arecord(step, input_data=step.input, output_data=output, cur=cur)
+                    return codec.from_json(output, self.return_type)
             except Exception as exc:
-                delay = self._after_failure(ctx, index, args, kwargs, started, attempt, exc)
+                verdict = await asyncio.to_thread(self._verdict, ctx, faults, exc)
+                if verdict == "committed" and faults.committed is not None:
+                    return self._outcome(faults.committed)
+                if verdict == "retry":
+                    attempt -= 1
+                    await asyncio.sleep(faults.pause())
+                    continue
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    step = self._failure(ctx, index, args, kwargs, started, attempt)
+                    error = codec.encode_error(exc)
+                    await ctx.arecord(step, input_data=step.input, error_data=error)
+                    raise
                 await asyncio.sleep(delay)
 
     def _run_sync(
@@ -198,42 +247,48 @@ class Step:
         if recorded is not None:
             return self._outcome(recorded)
         started, attempt = ctx.clock(), 0
+        faults = TransactionFaults(ctx, index)
         while True:
             attempt += 1
             try:
                 with self._scope(ctx) as (extra, cur):
-                    result = self.fn(*extra, *args, **kwargs)
-                    return self._record_success(
-                        ctx, index, args, kwargs, started, attempt, result, cur=cur
-                    )
+                    inside = _inside_step.set(ctx)
+                    try:
+                        result = self.fn(*extra, *args, **kwargs)
+                    finally:
+                        _inside_step.reset(inside)
+                    step, output = self._success(ctx, index, args, kwargs, started, attempt, result)
+                    ctx.record(step, input_data=step.input, output_data=output, cur=cur)
+                    return codec.from_json(output, self.return_type)
             except Exception as exc:
-                time.sleep(self._after_failure(ctx, index, args, kwargs, started, attempt, exc))
+                verdict = self._verdict(ctx, faults, exc)
+                if verdict == "committed" and faults.committed is not None:
+                    return self._outcome(faults.committed)
+                if verdict == "retry":
+                    attempt -= 1
+                    time.sleep(faults.pause())
+                    continue
+                delay = self.policy.delay(attempt, exc)
+                if delay is None:
+                    step = self._failure(ctx, index, args, kwargs, started, attempt)
+                    error = codec.encode_error(exc)
+                    ctx.record(step, input_data=step.input, error_data=error)
+                    raise
+                time.sleep(delay)
 
-    def _after_failure(
-        self,
-        ctx: RunContext,
-        index: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        started: datetime,
-        attempt: int,
-        exc: Exception,
-    ) -> float:
-        """The delay before the next attempt; re-raises when the step is over.
+    def _verdict(self, ctx: RunContext, faults: TransactionFaults, exc: Exception) -> str:
+        """What a failed attempt was (blocking; see `TransactionFaults.verdict`).
 
         A failure to record (an output JSON cannot hold, a refused write) is not the
-        step's failure: it propagates and nothing is recorded.
+        step's failure: it propagates and nothing is recorded. A database fault met by a
+        transactional step's own transaction is retried or settled, not counted.
         """
         ctx.check_signals()
         if isinstance(exc, _RECORDING_FAILURES):
             raise exc
-        delay = self.policy.delay(attempt, exc)
-        if delay is None:
-            self._record_error(ctx, index, args, kwargs, started, attempt, exc)
-            raise exc
-        return delay
+        return faults.verdict(exc) if self.kind == "transaction" else "failed"
 
-    def _record_success(
+    def _success(
         self,
         ctx: RunContext,
         index: int,
@@ -242,19 +297,17 @@ class Step:
         started: datetime,
         attempt: int,
         result: Any,
-        cur: Any = None,
-    ) -> Any:
-        output = codec.to_json(result, what=f"the output of step {index} {self.name!r}")
-        ctx.record(
-            self._info(ctx, index, "SUCCEEDED", started, attempt),
-            input_data=_input_record(args, kwargs),
-            output_data=output,
-            cur=cur,
-        )
-        # Return what a replay would return, so live and recovered runs see the same value.
-        return codec.from_json(output, self.return_type)
+    ) -> tuple[StepInfo, Any]:
+        """The step to record for a result, and the result as JSON.
 
-    def _record_error(
+        The caller returns what a replay would return (the JSON decoded again), so live
+        and recovered runs see the same value.
+        """
+        output = codec.to_json(result, what=f"the output of step {index} {self.name!r}")
+        info = self._info(ctx, index, "SUCCEEDED", started, attempt)
+        return replace(info, input=_input_record(args, kwargs)), output
+
+    def _failure(
         self,
         ctx: RunContext,
         index: int,
@@ -262,13 +315,9 @@ class Step:
         kwargs: dict[str, Any],
         started: datetime,
         attempt: int,
-        exc: BaseException,
-    ) -> None:
-        ctx.record(
-            self._info(ctx, index, "ERROR", started, attempt),
-            input_data=_input_record(args, kwargs),
-            error_data=codec.encode_error(exc),
-        )
+    ) -> StepInfo:
+        info = self._info(ctx, index, "ERROR", started, attempt)
+        return replace(info, input=_input_record(args, kwargs))
 
     def _info(
         self, ctx: RunContext, index: int, status: str, started: datetime, attempts: int
@@ -295,9 +344,20 @@ class TransactionStep(Step):
 
     kind = "transaction"
 
+    def _plain_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raise UsageError(
+            f"transaction step {self.name!r} was called inside another step, where it has "
+            "no transaction of its own to write through: call it from the workflow body"
+        )
+
     @contextmanager
     def _scope(self, ctx: RunContext) -> Iterator[tuple[tuple[Any, ...], Any]]:
         with ctx.store.dedicated_transaction() as (conn, cur):
+            yield (conn,), cur
+
+    @asynccontextmanager
+    async def _ascope(self, ctx: RunContext) -> AsyncIterator[tuple[tuple[Any, ...], Any]]:
+        async with transaction_scope(ctx) as (conn, cur):
             yield (conn,), cur
 
 
@@ -384,38 +444,61 @@ def step(
     return decorate(fn) if fn is not None else decorate
 
 
-def _sleep_deadline(ctx: RunContext, index: int, seconds: float) -> datetime:
+IN_PROCESS_WAIT_SECONDS = 5.0
+"""A durable wait at most this long is slept in process; a longer one releases the run
+as WAITING with its wake-up time, holding no coroutine, thread or lease meanwhile."""
+
+
+def _sleep_step(ctx: RunContext, index: int, seconds: float) -> tuple[datetime, StepInfo | None]:
+    """The sleep's deadline, and the step to record if the recording has none yet."""
     recorded = ctx.replayed(index, "sleep", "sleep")
     if recorded is not None:
-        return datetime.fromisoformat(recorded.output["until"])
+        return datetime.fromisoformat(recorded.output["until"]), None
     now = ctx.clock()
     until = now + timedelta(seconds=max(0.0, seconds))
-    ctx.record(
-        StepInfo(
-            run_id=ctx.run_id,
-            step_index=index,
-            name="sleep",
-            kind="sleep",
-            status="SUCCEEDED",
-            started_at=now,
-            finished_at=now,
-        ),
-        input_data={"seconds": seconds},
-        output_data={"until": until.isoformat()},
+    step = StepInfo(
+        run_id=ctx.run_id,
+        step_index=index,
+        name="sleep",
+        kind="sleep",
+        status="SUCCEEDED",
+        input={"seconds": seconds},
+        output={"until": until.isoformat()},
+        started_at=now,
+        finished_at=now,
     )
-    return until
+    return until, step
+
+
+def _release_until(ctx: RunContext, until: datetime) -> Callable[[], None]:
+    return lambda: ctx.store.suspend_run(
+        ctx.run_id, epoch=ctx.epoch, status="WAITING", wake_at=until, error_json=None
+    )
 
 
 def sleep(seconds: float) -> Coroutine[Any, Any, None]:
     """Sleep durably: the deadline is recorded, so after a restart only the rest is slept.
 
-    Use as `await agentdur.sleep(seconds)`; the step index is taken at the call.
+    Use as `await agentdur.sleep(seconds)`; the step index is taken at the call. A sleep
+    longer than `IN_PROCESS_WAIT_SECONDS` releases the run as WAITING until its deadline
+    (the scheduler of any executor running this workflow wakes it).
     """
     ctx = current_run("agentdur.sleep")
     index = ctx.next_index()
 
     async def sleeping() -> None:
-        await ctx.sleep_until(_sleep_deadline(ctx, index, seconds))
+        until, step = _sleep_step(ctx, index, seconds)
+        if step is not None:
+            await ctx.arecord(step, input_data=step.input, output_data=step.output)
+        if ctx.replay:
+            return
+        remaining = (until - ctx.clock()).total_seconds()
+        if remaining > IN_PROCESS_WAIT_SECONDS:
+            await ctx.write(_release_until(ctx, until))
+            ctx.waiting()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        ctx.check_signals()
 
     return sleeping()
 
@@ -423,10 +506,15 @@ def sleep(seconds: float) -> Coroutine[Any, Any, None]:
 def sleep_sync(seconds: float) -> None:
     """Blocking form of `sleep`, for sync workflows."""
     ctx = current_run("agentdur.sleep_sync")
-    until = _sleep_deadline(ctx, ctx.next_index(), seconds)
-    while not ctx.replay:
-        ctx.check_signals()
-        remaining = (until - ctx.clock()).total_seconds()
-        if remaining <= 0:
-            return
-        time.sleep(min(remaining, 0.25))
+    until, step = _sleep_step(ctx, ctx.next_index(), seconds)
+    if step is not None:
+        ctx.record(step, input_data=step.input, output_data=step.output)
+    if ctx.replay:
+        return
+    remaining = (until - ctx.clock()).total_seconds()
+    if remaining > IN_PROCESS_WAIT_SECONDS:
+        ctx.write_sync(_release_until(ctx, until))
+        ctx.waiting()
+    if remaining > 0:
+        time.sleep(remaining)
+    ctx.check_signals()

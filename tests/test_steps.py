@@ -1,15 +1,19 @@
-"""Step semantics: indices, recorded outcomes, typed values, retries, idempotent start."""
+"""Step semantics: indices, recorded outcomes, typed values, retries, idempotent start, nesting."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import agentdur
+from tests.helpers import wait_for
 
 CALLS: dict[str, int] = {}
 
@@ -277,3 +281,128 @@ def test_undecorated_function_is_refused(rt: agentdur.Runtime) -> None:
 
     with pytest.raises(agentdur.UsageError, match=r"decorate it with @agentdur\.workflow"):
         rt.start(plain)  # type: ignore[arg-type]
+
+
+# -- a step called inside a step is a plain call ----------------------------------------
+
+NESTED_GATE = threading.Event()
+NESTED = {"fail_first": False}
+
+
+@agentdur.step
+async def inner_lookup(n: int) -> int:
+    _count("inner_lookup")
+    return n * 10
+
+
+@agentdur.step(retries=1, backoff=0.0)
+async def outer_total(n: int) -> int:
+    _count("outer_total")
+    value = await inner_lookup(n)
+    if NESTED["fail_first"] and CALLS["outer_total"] == 1:
+        raise ConnectionError("first attempt fails after the inner call")
+    return value + 1  # type: ignore[no-any-return]
+
+
+@agentdur.step
+async def after_outer(value: int) -> int:
+    _count("after_outer")
+    return value * 2
+
+
+@agentdur.workflow(name="test_steps.nested")
+async def nested_flow(n: int) -> int:
+    total = await outer_total(n)
+    await asyncio.to_thread(NESTED_GATE.wait)
+    return await after_outer(total)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def _nested() -> Iterator[None]:
+    NESTED_GATE.clear()
+    NESTED["fail_first"] = False
+    yield
+    NESTED_GATE.set()  # never leave a run blocked on the gate
+
+
+@pytest.mark.usefixtures("_nested")
+def test_step_inside_a_step_is_recorded_once_and_runs_per_outer_attempt(
+    rt: agentdur.Runtime,
+) -> None:
+    NESTED["fail_first"] = True
+    NESTED_GATE.set()
+    handle = rt.start(nested_flow, 4, run_id="nested-1")
+    assert handle.result() == 82
+    steps = rt.steps("nested-1")
+    assert [(s.step_index, s.name, s.attempts) for s in steps] == [
+        (0, "outer_total", 2),
+        (1, "after_outer", 1),
+    ]
+    assert CALLS == {"outer_total": 2, "inner_lookup": 2, "after_outer": 1}
+    assert rt.replay("nested-1") == 82
+    assert CALLS == {"outer_total": 2, "inner_lookup": 2, "after_outer": 1}
+
+
+@pytest.mark.usefixtures("_nested")
+def test_run_with_a_nested_step_recovers_and_replays(database_url: str) -> None:
+    first = agentdur.Runtime(database_url, executor_id="nested-worker")
+    first.start(nested_flow, 5, run_id="nested-2")
+    wait_for(lambda: len(first.steps("nested-2")) == 1, what="the outer step recorded")
+    first.close()
+    NESTED_GATE.set()
+    with agentdur.Runtime(database_url, executor_id="nested-worker") as second:
+        (handle,) = second.recover()
+        assert handle.result(timeout=20) == 102
+        assert [(s.step_index, s.name) for s in second.steps("nested-2")] == [
+            (0, "outer_total"),
+            (1, "after_outer"),
+        ]
+        assert CALLS == {"outer_total": 1, "inner_lookup": 1, "after_outer": 1}
+        assert second.replay("nested-2") == 102
+    assert CALLS == {"outer_total": 1, "inner_lookup": 1, "after_outer": 1}
+
+
+@agentdur.step
+def sync_outer(x: int) -> int:
+    _count("sync_outer")
+    return sync_double(x) + 1  # type: ignore[no-any-return]
+
+
+@agentdur.workflow(name="test_steps.sync_nested")
+def sync_nested_flow(x: int) -> int:
+    return sync_outer(x) + sync_double(x)  # type: ignore[no-any-return]
+
+
+def test_sync_step_inside_a_sync_step_is_a_plain_call(rt: agentdur.Runtime) -> None:
+    assert rt.run(sync_nested_flow, 3, run_id="nested-sync") == 13
+    steps = rt.steps("nested-sync")
+    assert [(s.step_index, s.name, s.output) for s in steps] == [
+        (0, "sync_outer", 7),
+        (1, "sync_double", 6),
+    ]
+    assert CALLS == {"sync_outer": 1, "sync_double": 2}
+    assert rt.replay("nested-sync") == 13
+
+
+@agentdur.transaction
+def write_inside(db: Any, value: str) -> None:  # never reached: refused before the call
+    _count("write_inside")
+
+
+@agentdur.step
+async def outer_with_transaction() -> None:
+    write_inside("x")
+
+
+@agentdur.workflow(name="test_steps.nested_transaction")
+async def nested_transaction_flow() -> None:
+    await outer_with_transaction()
+
+
+def test_transaction_step_inside_a_step_is_a_clear_error(rt: agentdur.Runtime) -> None:
+    with pytest.raises(
+        agentdur.UsageError,
+        match="transaction step 'write_inside' was called inside another step",
+    ):
+        rt.run(nested_transaction_flow)
+    assert "write_inside" not in CALLS

@@ -13,6 +13,7 @@ which case the store raises `FencedError`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -97,46 +98,108 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
         }
         with self.statement() as cur:
             cur.execute(self.sql.FINISH_RUN, params)
-            if cur.rowcount != 1:
-                raise FencedError(run_id, epoch)
+            if cur.rowcount == 1:
+                return
+            cur.execute(self.sql.GET_RUN, {"run_id": run_id})
+            row = cur.fetchone()
+        # As in record_step: a retried group may find its own outcome written already.
+        run = self._run(row) if row else None
+        if run is None or run.epoch != epoch or run.status != status:
+            raise FencedError(run_id, epoch)
 
     def claim_run(
-        self, run_id: str, *, owner: str, now: datetime, lease_until: datetime
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        others: bool = True,
+        dead: Sequence[str] = (),
     ) -> RunInfo | None:
-        """Take a run this executor may run (its own, unowned, or with an expired lease).
+        """Take a run this executor may take (see `recoverable_runs`), or None.
 
         Bumps the epoch, so any earlier owner's later writes are refused.
         """
-        params = {
-            "run_id": run_id,
-            "owner": owner,
-            "now": self._time_param(now),
-            "lease_until": self._time_param(lease_until),
-        }
+        params = self._takeable_params(owner, now, others, dead)
+        params.update(run_id=run_id, lease_until=self._time_param(lease_until))
         with self.statement() as cur:
             cur.execute(self.sql.CLAIM_RUN, params)
             row = cur.fetchone()
         return self._run(row) if row else None
 
-    def recoverable_runs(self, *, owner: str, now: datetime) -> list[tuple[str, str]]:
-        """(run_id, workflow) of unfinished runs this executor may take, oldest first."""
+    def recoverable_runs(
+        self, *, owner: str, now: datetime, others: bool = True, dead: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
+        """(run_id, workflow) of unfinished runs this executor may take, oldest first.
+
+        Its own runs still RUNNING (released by a database fault) and due wake-ups of
+        WAITING runs outside queues; with `others`, also unowned runs, runs whose lease
+        expired and runs owned by `dead` executors (dead processes on this host).
+        """
+        params = self._takeable_params(owner, now, others, dead)
         with self.statement() as cur:
-            cur.execute(self.sql.RECOVERABLE_RUNS, {"owner": owner, "now": self._time_param(now)})
+            cur.execute(self.sql.RECOVERABLE_RUNS, params)
             return [(row[0], row[1]) for row in cur.fetchall()]
 
+    def _takeable_params(
+        self, owner: str, now: datetime, others: bool, dead: Sequence[str]
+    ) -> dict[str, Any]:
+        return {
+            "owner": owner,
+            "now": self._time_param(now),
+            "others": others,
+            "dead": json.dumps(list(dead)),
+        }
+
+    def wake_queued(self, *, now: datetime) -> int:
+        """Put WAITING runs of queues whose wake-up time came back in their queue."""
+        with self.statement() as cur:
+            cur.execute(self.sql.WAKE_QUEUED, {"now": self._time_param(now)})
+            return cur.rowcount
+
+    def release_run(self, run_id: str, *, epoch: int) -> bool:
+        """Give up a run this executor holds at `epoch`: runnable by any executor again."""
+        with self.statement() as cur:
+            cur.execute(self.sql.RELEASE_RUN, {"run_id": run_id, "epoch": epoch})
+            return cur.rowcount == 1
+
+    def executors_on_host(self, host: str) -> list[tuple[str, int, str | None]]:
+        """(executor_id, pid, process_started) of every executor recorded on `host`."""
+        with self.statement() as cur:
+            cur.execute(self.sql.EXECUTORS_ON_HOST, {"host": host})
+            return [(row[0], int(row[1]), row[2]) for row in cur.fetchall()]
+
     def heartbeat(
-        self, *, executor_id: str, host: str, pid: int, now: datetime, lease_until: datetime
+        self,
+        *,
+        executor_id: str,
+        host: str,
+        pid: int,
+        process_started: str | None,
+        now: datetime,
+        lease_until: datetime,
+        runs: Sequence[tuple[str, int]],
     ) -> set[str]:
-        """Record that the executor lives and extend its leases; returns the runs it owns."""
+        """Record that the executor lives and extend the leases of `runs` (run_id, epoch).
+
+        Only the runs this process executes now are named, so a run it merely owns on
+        paper (skipped at recovery, or stalled) is never kept alive. Returns the runs
+        extended: a named run missing from it was taken over, cancelled or released.
+        """
         params = {
             "executor_id": executor_id,
             "host": host,
             "pid": pid,
+            "process_started": process_started,
             "now": self._time_param(now),
             "lease_until": self._time_param(lease_until),
+            "runs": json.dumps([{"run_id": r, "epoch": e} for r, e in runs]),
         }
         with self.transaction() as cur:
             cur.execute(self.sql.UPSERT_EXECUTOR, params)
+            if not runs:
+                return set()
             cur.execute(self.sql.EXTEND_LEASES, params)
             return {row[0] for row in cur.fetchall()}
 
@@ -154,6 +217,13 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             cur.execute(self.sql.LOAD_STEPS, {"run_id": run_id})
             rows = cur.fetchall()
         return [self._step(row) for row in rows]
+
+    def get_step(self, run_id: str, step_index: int) -> StepInfo | None:
+        """One recorded step, or None."""
+        with self.statement() as cur:
+            cur.execute(self.sql.GET_STEP, {"run_id": run_id, "step_index": step_index})
+            row = cur.fetchone()
+        return self._step(row) if row else None
 
     def record_step(
         self,
@@ -183,8 +253,14 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             return
         with self.statement() as own:
             own.execute(self.sql.RECORD_STEP, params)
-            if own.rowcount != 1:
-                raise FencedError(step.run_id, epoch)
+            if own.rowcount == 1:
+                return
+            # A group retried after a commit whose outcome was lost may find its own
+            # write already there: that is success, not a takeover.
+            own.execute(self.sql.GET_STEP, {"run_id": step.run_id, "step_index": step.step_index})
+            row = own.fetchone()
+        if row is None or not _same_write(self._step(row), step, output_json, error_json):
+            raise FencedError(step.run_id, epoch)
 
     def create_forked_run(
         self, run: RunInfo, *, input_json: str, steps: Sequence[StepInfo]
@@ -219,3 +295,16 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
         from agentdur.store import audit_queries
 
         return audit_queries.run_tree(self, run_id)
+
+
+def _same_write(
+    found: StepInfo, step: StepInfo, output_json: str | None, error_json: str | None
+) -> bool:
+    """The recorded step is this very write (same outcome, same finish time)."""
+    return (
+        found.status == step.status
+        and found.attempts == step.attempts
+        and found.finished_at == step.finished_at
+        and found.output == (None if output_json is None else json.loads(output_json))
+        and found.error == (None if error_json is None else json.loads(error_json))
+    )

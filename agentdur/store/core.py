@@ -8,25 +8,29 @@ and the mapping between rows and `RunInfo` / `StepInfo`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from importlib import resources
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from typing_extensions import LiteralString
 
-from agentdur.errors import FencedError, SchemaVersionError
+from agentdur.errors import FencedError, SchemaVersionError, StoreError
+from agentdur.store.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
 
 UNFINISHED = ("PENDING", "ENQUEUED", "RUNNING", "WAITING", "NEEDS_ATTENTION")
 FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,23 +139,70 @@ class StoreCore(ABC):
     url: str
     """The database URL with its password masked."""
 
+    def __init__(self, *, write_retry_seconds: float) -> None:
+        self.write_retry_seconds = write_retry_seconds
+        """How long the writer retries a group through transient faults (writer.py)."""
+        self._local = threading.local()
+        self._writer: GroupWriter | None = None
+        self._writer_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (idempotent); the writer thread starts with the first write through it."""
+        self._open_connections()
+
+    def close(self) -> None:
+        """Commit queued writes, stop the writer and release connections (idempotent)."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        self._close_connections()
+
+    @property
+    def writer(self) -> GroupWriter:
+        """The one write path of executing runs (see writer.py)."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = GroupWriter(self, retry_seconds=self.write_retry_seconds)
+            return self._writer
+
+    async def awrite(self, fn: Callable[[], T]) -> T:
+        """Execute a blocking store write in the writer's next group, from an event loop."""
+        return await self.writer.acall(fn)
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Blocking form of `awrite`, for threads other than an event loop's."""
+        return self.writer.call(fn)
+
+    async def aread(self, fn: Callable[[], T]) -> T:
+        """Execute a blocking store read in a thread, from an event loop."""
+        return await asyncio.to_thread(fn)
+
     # -- dialect mechanics -------------------------------------------------------------
 
     @abstractmethod
-    def open(self) -> None:
+    def _open_connections(self) -> None:
         """Connect (idempotent)."""
 
     @abstractmethod
-    def close(self) -> None:
+    def _close_connections(self) -> None:
         """Release connections (idempotent)."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Cursor]:
-        """A cursor inside one transaction: committed on success, rolled back on error."""
+        """A cursor inside one transaction: committed on success, rolled back on error.
+
+        In the writer thread, the group's transaction under a savepoint.
+        """
 
     @abstractmethod
     def statement(self) -> AbstractContextManager[Cursor]:
-        """A cursor for one statement that is its own transaction (the cheap path)."""
+        """A cursor for one statement that is its own transaction (the cheap path).
+
+        In the writer thread, the group's cursor.
+        """
 
     @abstractmethod
     def dedicated_transaction(self) -> AbstractContextManager[tuple[Any, Cursor]]:
@@ -160,6 +211,47 @@ class StoreCore(ABC):
         For transactional steps: the user's code writes through the connection, the
         step's checkpoint through the cursor, and both commit together or not at all.
         """
+
+    @abstractmethod
+    def _group_transaction(self) -> AbstractContextManager[Cursor]:
+        """The writer's transaction for one group, on the writer's own connection."""
+
+    @abstractmethod
+    def _close_writer(self) -> None:
+        """Drop the writer's connection (after a fault; the next group reconnects)."""
+
+    @abstractmethod
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        """The driver raised it: the transaction it happened in may be unusable."""
+
+    @abstractmethod
+    def _is_transient(self, exc: BaseException) -> bool:
+        """A fault of the database or the connection, worth retrying the same work."""
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """A driver error as the agentdur error a caller can act on."""
+        if self._is_driver_error(exc):
+            error = StoreError(f"the database at {self.url} refused a write: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
+
+    def _group_cursor(self) -> Cursor | None:
+        """The writer group's cursor when called inside a group, else None."""
+        return getattr(self._local, "cursor", None)
+
+    @contextmanager
+    def _savepoint(self, cur: Cursor) -> Iterator[None]:
+        """Undo one job alone inside a group (a job that raises leaves no partial write)."""
+        cur.execute("SAVEPOINT agentdur_job")
+        try:
+            yield
+        except BaseException:
+            cur.execute("ROLLBACK TO SAVEPOINT agentdur_job")
+            cur.execute("RELEASE SAVEPOINT agentdur_job")
+            raise
+        else:
+            cur.execute("RELEASE SAVEPOINT agentdur_job")
 
     @abstractmethod
     def _json_param(self, text: str | None) -> Any:

@@ -11,7 +11,9 @@ The statements below carry the same names as in sqlite.py.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -65,30 +67,43 @@ FINISH_RUN = """
 UPDATE agentdur.runs SET status = %(status)s, output = %(output)s::jsonb,
     error = %(error)s::jsonb, finished_at = %(now)s, owner = NULL, lease_until = NULL
 WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
+# Which runs an executor may take: its own (released by a database fault), due wake-ups
+# of runs outside queues, and with `others` any unowned run, any whose lease expired and
+# any whose owner is a dead process on this host (`dead`, a JSON list of executor ids).
+_TAKEABLE = """(
+    (status IN ('PENDING', 'RUNNING') AND (owner = %(owner)s OR (%(others)s AND (owner IS NULL
+        OR lease_until < %(now)s
+        OR owner IN (SELECT jsonb_array_elements_text(%(dead)s::jsonb))))))
+    OR (status = 'WAITING' AND queue IS NULL AND lease_until < %(now)s))"""
 CLAIM_RUN = (
     "UPDATE agentdur.runs SET owner = %(owner)s, epoch = epoch + 1,"
     " lease_until = %(lease_until)s, status = 'RUNNING',"
     " started_at = coalesce(started_at, %(now)s), attempts = attempts + 1"
-    " WHERE run_id = %(run_id)s AND ((status IN ('PENDING', 'RUNNING')"
-    " AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s))"
-    " OR (status = 'WAITING' AND lease_until < %(now)s))"
-    " RETURNING " + RUN_COLUMNS_SQL
+    " WHERE run_id = %(run_id)s AND " + _TAKEABLE + " RETURNING " + RUN_COLUMNS_SQL
 )
-RECOVERABLE_RUNS = """
-SELECT run_id, workflow FROM agentdur.runs
-WHERE (status IN ('PENDING', 'RUNNING')
-        AND (owner IS NULL OR owner = %(owner)s OR lease_until < %(now)s))
-    OR (status = 'WAITING' AND lease_until < %(now)s)
-ORDER BY created_at"""
+RECOVERABLE_RUNS = (
+    "SELECT run_id, workflow FROM agentdur.runs WHERE " + _TAKEABLE + " ORDER BY created_at"
+)
+WAKE_QUEUED = """
+UPDATE agentdur.runs SET status = 'ENQUEUED', lease_until = NULL
+WHERE status = 'WAITING' AND queue IS NOT NULL AND lease_until < %(now)s"""
 UPSERT_EXECUTOR = """
-INSERT INTO agentdur.executors (executor_id, host, pid, heartbeat_at)
-VALUES (%(executor_id)s, %(host)s, %(pid)s, %(now)s)
+INSERT INTO agentdur.executors (executor_id, host, pid, heartbeat_at, process_started)
+VALUES (%(executor_id)s, %(host)s, %(pid)s, %(now)s, %(process_started)s)
 ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
-    heartbeat_at = excluded.heartbeat_at"""
+    heartbeat_at = excluded.heartbeat_at, process_started = excluded.process_started"""
+EXECUTORS_ON_HOST = """
+SELECT executor_id, pid, process_started FROM agentdur.executors WHERE host = %(host)s"""
 EXTEND_LEASES = """
-UPDATE agentdur.runs SET lease_until = %(lease_until)s
-WHERE owner = %(executor_id)s AND status = 'RUNNING'
-RETURNING run_id"""
+UPDATE agentdur.runs AS r SET lease_until = %(lease_until)s
+FROM jsonb_to_recordset(%(runs)s::jsonb) AS a(run_id text, epoch int)
+WHERE r.run_id = a.run_id AND r.epoch = a.epoch AND r.owner = %(executor_id)s
+    AND r.status = 'RUNNING'
+RETURNING r.run_id"""
+RELEASE_RUN = """
+UPDATE agentdur.runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+    owner = NULL, lease_until = NULL
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
 CANCEL_RUN = """
 UPDATE agentdur.runs SET status = 'CANCELLED', finished_at = %(now)s, owner = NULL,
     lease_until = NULL
@@ -140,7 +155,8 @@ UPDATE agentdur.runs SET status = %(status)s, owner = NULL, lease_until = %(wake
     error = %(error)s::jsonb
 WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND status = 'RUNNING'"""
 RELEASE_WAITING_RUN = """
-UPDATE agentdur.runs SET status = 'PENDING', owner = NULL, lease_until = NULL, error = NULL
+UPDATE agentdur.runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+    owner = NULL, lease_until = NULL, error = NULL
 WHERE run_id = %(run_id)s AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
 DELETE_STARTED_STEP = """
 DELETE FROM agentdur.steps WHERE run_id = %(run_id)s AND step_index = %(step_index)s
@@ -279,29 +295,53 @@ def mask_password(url: str) -> str:
 
 
 class PostgresStore(SqlStore):
-    """Store on PostgreSQL, in schema `agentdur`."""
+    """Store on PostgreSQL, in schema `agentdur`.
+
+    Connections, so that nothing waits behind what it does not need: a pool for reads
+    and operators' writes, the writer's own connection (group commits of executing runs,
+    see writer.py), and a second pool for transactional steps, whose transactions are
+    held while user code runs and so must never starve the others. Every connection is
+    named `agentdur` in `pg_stat_activity`.
+    """
 
     dialect = "postgres"
     sql = sys.modules[__name__]
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        transaction_pool_size: int = 10,
+        timeout: float = 10.0,
+        write_retry_seconds: float = 60.0,
+    ):
+        super().__init__(write_retry_seconds=write_retry_seconds)
         self._conninfo = url
         self.url = mask_password(url)
         self._min_size = min_size
         self._max_size = max_size
+        self._transaction_pool_size = transaction_pool_size
         self._timeout = timeout
         self._pool: Any = None
+        self._tx_pool: Any = None
+        self._writer_conn: Any = None
         self._listener: Any = None
+        self._open_lock = threading.Lock()
 
-    def open(self) -> None:
-        if self._pool is not None:
-            return
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": max(1, int(self._timeout)),
+            "application_name": "agentdur",
+        }
+
+    def _connect(self) -> Any:
         import psycopg
-        import psycopg_pool
 
         try:
-            # One direct attempt first: the pool would keep retrying until its timeout.
-            psycopg.connect(self._conninfo, connect_timeout=max(1, int(self._timeout))).close()
+            return psycopg.connect(self._conninfo, **self._connect_kwargs())
         except psycopg.Error as exc:
             detail = " ".join(_masked(str(exc), self._conninfo).split()).rstrip(".?")
             raise StoreUnavailable(
@@ -309,14 +349,20 @@ class PostgresStore(SqlStore):
                 "Check that the server runs and the URL is right.",
                 url=self.url,
             ) from None
+
+    def _make_pool(self, name: str, min_size: int, max_size: int) -> Any:
+        import psycopg_pool
+
         pool = psycopg_pool.ConnectionPool(
             self._conninfo,
-            min_size=self._min_size,
-            max_size=self._max_size,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout))},
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=self._connect_kwargs(),
             open=False,
             timeout=self._timeout,
-            name="agentdur",
+            name=name,
+            # A connection killed by the server is found out before it is handed out.
+            check=psycopg_pool.ConnectionPool.check_connection,
         )
         try:
             pool.open(wait=True, timeout=self._timeout)
@@ -327,15 +373,26 @@ class PostgresStore(SqlStore):
                 f"{_masked(str(exc), self._conninfo)}. Is the server running and the URL right?",
                 url=self.url,
             ) from None
-        self._pool = pool
+        return pool
 
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    def _open_connections(self) -> None:
+        with self._open_lock:
+            if self._pool is not None:
+                return
+            # One direct attempt first: the pool would keep retrying until its timeout.
+            self._connect().close()
+            self._pool = self._make_pool("agentdur", self._min_size, self._max_size)
+
+    def _close_connections(self) -> None:
+        with self._open_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for name in ("_tx_pool", "_pool"):
+                pool = getattr(self, name)
+                if pool is not None:
+                    pool.close()
+                    setattr(self, name, None)
 
     def _get_pool(self) -> Any:
         if self._pool is None:
@@ -344,11 +401,20 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def statement(self) -> Iterator[Cursor]:
+        group = self._group_cursor()
+        if group is not None:
+            yield group
+            return
         with self._get_pool().connection() as conn, conn.cursor() as cur:
             yield cur
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
+        group = self._group_cursor()
+        if group is not None:
+            with self._savepoint(group):
+                yield group
+            return
         with (
             self._get_pool().connection() as conn,
             conn.transaction(),
@@ -358,12 +424,52 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def dedicated_transaction(self) -> Iterator[tuple[Any, Cursor]]:
-        with (
-            self._get_pool().connection() as conn,
-            conn.transaction(),
-            conn.cursor() as cur,
-        ):
-            yield conn, cur
+        with self._open_lock:
+            if self._tx_pool is None:
+                self._tx_pool = self._make_pool(
+                    "agentdur-transactions", 0, self._transaction_pool_size
+                )
+            pool = self._tx_pool
+        conn = _getconn(pool)
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                yield conn, cur
+        finally:
+            pool.putconn(conn)
+
+    @contextmanager
+    def _group_transaction(self) -> Iterator[Cursor]:
+        if self._writer_conn is None or self._writer_conn.closed:
+            self._writer_conn = self._connect()
+        conn = self._writer_conn
+        with conn.transaction(), conn.cursor() as cur:
+            self._local.cursor = cur
+            try:
+                yield cur
+            finally:
+                self._local.cursor = None
+
+    def _close_writer(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.Error)
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        import psycopg
+        import psycopg_pool
+
+        if isinstance(exc, (StoreUnavailable, psycopg_pool.PoolTimeout)):
+            return True
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return True  # connection lost, server shutting down or restarting
+        # serialization_failure, deadlock_detected: the same work may succeed next time
+        return isinstance(exc, psycopg.Error) and exc.sqlstate in ("40001", "40P01")
 
     def wait_for_enqueue(self, timeout: float) -> bool:
         """Block until a run is enqueued anywhere (LISTEN/NOTIFY) or `timeout` passes."""
@@ -389,6 +495,21 @@ class PostgresStore(SqlStore):
 
     def _time_value(self, value: Any) -> datetime | None:
         return value  # type: ignore[no-any-return]
+
+
+def _getconn(pool: Any) -> Any:
+    """A connection of the transaction pool, waiting as long as it takes.
+
+    A transactional step waits for a connection freed by another one; it never fails
+    because the pool was busy (PoolTimeout is waited through, not raised).
+    """
+    import psycopg_pool
+
+    while True:
+        try:
+            return pool.getconn()
+        except psycopg_pool.PoolTimeout:
+            continue
 
 
 def _masked(text: str, conninfo: str) -> str:

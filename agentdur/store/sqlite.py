@@ -11,6 +11,7 @@ side by side.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
@@ -64,28 +65,39 @@ FINISH_RUN = """
 UPDATE runs SET status = :status, output = :output, error = :error, finished_at = :now,
     owner = NULL, lease_until = NULL
 WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
+# Which runs an executor may take: its own (released by a database fault), due wake-ups
+# of runs outside queues, and with `others` any unowned run, any whose lease expired and
+# any whose owner is a dead process on this host (`dead`, a JSON list of executor ids).
+_TAKEABLE = """(
+    (status IN ('PENDING', 'RUNNING') AND (owner = :owner OR (:others AND (owner IS NULL
+        OR lease_until < :now OR owner IN (SELECT value FROM json_each(:dead))))))
+    OR (status = 'WAITING' AND queue IS NULL AND lease_until < :now))"""
 CLAIM_RUN = (
     "UPDATE runs SET owner = :owner, epoch = epoch + 1, lease_until = :lease_until,"
     " status = 'RUNNING', started_at = coalesce(started_at, :now), attempts = attempts + 1"
-    " WHERE run_id = :run_id AND ((status IN ('PENDING', 'RUNNING')"
-    " AND (owner IS NULL OR owner = :owner OR lease_until < :now))"
-    " OR (status = 'WAITING' AND lease_until < :now))"
-    " RETURNING " + RUN_COLUMNS_SQL
+    " WHERE run_id = :run_id AND " + _TAKEABLE + " RETURNING " + RUN_COLUMNS_SQL
 )
-RECOVERABLE_RUNS = """
-SELECT run_id, workflow FROM runs
-WHERE (status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR owner = :owner OR lease_until < :now))
-    OR (status = 'WAITING' AND lease_until < :now)
-ORDER BY created_at"""
+RECOVERABLE_RUNS = "SELECT run_id, workflow FROM runs WHERE " + _TAKEABLE + " ORDER BY created_at"
+WAKE_QUEUED = """
+UPDATE runs SET status = 'ENQUEUED', lease_until = NULL
+WHERE status = 'WAITING' AND queue IS NOT NULL AND lease_until < :now"""
 UPSERT_EXECUTOR = """
-INSERT INTO executors (executor_id, host, pid, heartbeat_at)
-VALUES (:executor_id, :host, :pid, :now)
+INSERT INTO executors (executor_id, host, pid, heartbeat_at, process_started)
+VALUES (:executor_id, :host, :pid, :now, :process_started)
 ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
-    heartbeat_at = excluded.heartbeat_at"""
+    heartbeat_at = excluded.heartbeat_at, process_started = excluded.process_started"""
+EXECUTORS_ON_HOST = """
+SELECT executor_id, pid, process_started FROM executors WHERE host = :host"""
 EXTEND_LEASES = """
 UPDATE runs SET lease_until = :lease_until
 WHERE owner = :executor_id AND status = 'RUNNING'
+    AND (run_id, epoch) IN (SELECT json_extract(value, '$.run_id'),
+        json_extract(value, '$.epoch') FROM json_each(:runs))
 RETURNING run_id"""
+RELEASE_RUN = """
+UPDATE runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+    owner = NULL, lease_until = NULL
+WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
 CANCEL_RUN = """
 UPDATE runs SET status = 'CANCELLED', finished_at = :now, owner = NULL, lease_until = NULL
 WHERE run_id = :run_id
@@ -129,7 +141,8 @@ SUSPEND_RUN = """
 UPDATE runs SET status = :status, owner = NULL, lease_until = :wake_at, error = :error
 WHERE run_id = :run_id AND epoch = :epoch AND status = 'RUNNING'"""
 RELEASE_WAITING_RUN = """
-UPDATE runs SET status = 'PENDING', owner = NULL, lease_until = NULL, error = NULL
+UPDATE runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+    owner = NULL, lease_until = NULL, error = NULL
 WHERE run_id = :run_id AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
 DELETE_STARTED_STEP = """
 DELETE FROM steps WHERE run_id = :run_id AND step_index = :step_index
@@ -237,53 +250,71 @@ _SYNCHRONOUS = {
 
 
 class SqliteStore(SqlStore):
-    """Store on a SQLite file (or `:memory:` for throwaway use)."""
+    """Store on a SQLite file (or `:memory:` for throwaway use).
+
+    Three kinds of connection, so that nothing waits behind what it does not need:
+    the shared one (reads and operators' writes, under a lock), the writer's (group
+    commits of executing runs, see writer.py) and one per transactional step. WAL mode
+    lets reads proceed while a write is under way. A `:memory:` database exists only
+    on one connection, so there all of them are the shared one.
+    """
 
     dialect = "sqlite"
     sql = sys.modules[__name__]
 
-    def __init__(self, path: str, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        write_retry_seconds: float = 60.0,
+    ):
         if synchronous not in _SYNCHRONOUS:
             raise ConfigurationError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
             )
+        super().__init__(write_retry_seconds=write_retry_seconds)
         self.path = path
         self.url = f"sqlite:///{path}"
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._writer_conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
 
-    def open(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                return
-            if self.path != ":memory:":
-                parent = Path(self.path).expanduser().resolve().parent
-                if not parent.is_dir():
-                    raise StoreUnavailable(
-                        f"cannot open SQLite database {self.url}: folder {parent} does not exist",
-                        url=self.url,
-                    )
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self._busy_timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                # Checkpoint often so the WAL file stays small and is reused from its
-                # start: appending to a growing WAL costs ~100 us more per commit.
-                conn.execute("PRAGMA wal_autocheckpoint=100")
-                conn.execute(_SYNCHRONOUS[self._synchronous])
-            except sqlite3.Error as exc:
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            if not parent.is_dir():
                 raise StoreUnavailable(
-                    f"cannot open SQLite database {self.url}: {exc}", url=self.url
-                ) from exc
-            self._conn = conn
+                    f"cannot open SQLite database {self.url}: folder {parent} does not exist",
+                    url=self.url,
+                )
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # Checkpoint often so the WAL file stays small and is reused from its
+            # start: appending to a growing WAL costs ~100 us more per commit.
+            conn.execute("PRAGMA wal_autocheckpoint=100")
+            conn.execute(_SYNCHRONOUS[self._synchronous])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(
+                f"cannot open SQLite database {self.url}: {exc}", url=self.url
+            ) from exc
+        return conn
 
-    def close(self) -> None:
+    def _open_connections(self) -> None:
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+
+    def _close_connections(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -297,6 +328,10 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def statement(self) -> Iterator[Cursor]:
+        group = self._group_cursor()
+        if group is not None:
+            yield group
+            return
         with self._lock:
             cur = self._connection().cursor()
             try:
@@ -306,6 +341,11 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
+        group = self._group_cursor()
+        if group is not None:
+            with self._savepoint(group):
+                yield group
+            return
         with self._lock:
             conn = self._connection()
             cur = conn.cursor()
@@ -319,6 +359,49 @@ class SqliteStore(SqlStore):
                 cur.execute("COMMIT")
             finally:
                 cur.close()
+
+    @contextmanager
+    def _group_transaction(self) -> Iterator[Cursor]:
+        if self.path == ":memory:":
+            with self.transaction() as cur:
+                self._local.cursor = cur
+                try:
+                    yield cur
+                finally:
+                    self._local.cursor = None
+            return
+        if self._writer_conn is None:
+            self._writer_conn = self._connect()
+        conn = self._writer_conn
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        self._local.cursor = cur
+        try:
+            yield cur
+        except BaseException:
+            self._local.cursor = None
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            raise
+        else:
+            self._local.cursor = None
+            cur.execute("COMMIT")
+        finally:
+            cur.close()
+
+    def _close_writer(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        # Locked or busy past the busy timeout, an I/O error, a file briefly unreadable:
+        # all OperationalError; integrity and data errors are the job's own.
+        return isinstance(exc, (sqlite3.OperationalError, StoreUnavailable))
 
     @contextmanager
     def dedicated_transaction(self) -> Iterator[tuple[Any, Cursor]]:

@@ -159,16 +159,40 @@ def test_recorded_steps_are_never_overwritten(store: SqlStore) -> None:
     assert store.steps("r1")[0].output == "first"
 
 
-def test_heartbeat_extends_only_own_running_leases(store: SqlStore) -> None:
+def test_heartbeat_extends_only_the_runs_named_at_their_epoch(store: SqlStore) -> None:
     store.create_run(_run("mine"), input_json="{}")
+    store.create_run(_run("zombie"), input_json="{}")  # owned on paper, not executing
+    store.create_run(_run("stale", epoch=2), input_json="{}")  # taken over since epoch 1
     store.create_run(_run("theirs", owner="z"), input_json="{}")
     later = NOW + timedelta(seconds=20)
-    owned = store.heartbeat(
-        executor_id="a", host="h", pid=1, now=later, lease_until=later + timedelta(seconds=30)
+    extended = store.heartbeat(
+        executor_id="a",
+        host="h",
+        pid=1,
+        process_started="123",
+        now=later,
+        lease_until=later + timedelta(seconds=30),
+        runs=[("mine", 1), ("stale", 1), ("theirs", 1)],
     )
-    assert owned == {"mine"}
+    assert extended == {"mine"}
     assert store.get_run("mine").lease_until == later + timedelta(seconds=30)  # type: ignore[union-attr]
-    assert store.get_run("theirs").lease_until == NOW + timedelta(seconds=30)  # type: ignore[union-attr]
+    for other in ("zombie", "stale", "theirs"):
+        assert store.get_run(other).lease_until == NOW + timedelta(seconds=30)  # type: ignore[union-attr]
+    assert store.executors_on_host("h") == [("a", 1, "123")]
+
+
+def test_recovery_takes_runs_of_dead_owners_at_once(store: SqlStore) -> None:
+    store.create_run(_run("orphan", owner="dead-one"), input_json="{}")
+    store.create_run(_run("alive", owner="live-one"), input_json="{}")
+    # Leases are live: only naming the dead owner lets another executor take its run.
+    assert store.recoverable_runs(owner="me", now=NOW) == []
+    assert store.recoverable_runs(owner="me", now=NOW, dead=["dead-one"]) == [("orphan", "wf")]
+    assert store.recoverable_runs(owner="me", now=NOW, others=False, dead=["dead-one"]) == []
+    claimed = store.claim_run(
+        "orphan", owner="me", now=NOW, lease_until=NOW + timedelta(seconds=30), dead=["dead-one"]
+    )
+    assert claimed is not None and (claimed.owner, claimed.epoch) == ("me", 2)
+    assert store.claim_run("alive", owner="me", now=NOW, lease_until=NOW, dead=["dead-one"]) is None
 
 
 def test_list_runs_filters_and_orders_newest_first(store: SqlStore) -> None:

@@ -21,7 +21,8 @@
 -- effects        the effect ledger of side-effecting tools, keyed by idempotency key.
 --   status:      STARTED -> DONE ; STARTED -> (deleted when the tool raised)
 -- messages       durable messages sent to a run (send / recv), consumed in order.
--- executors      processes running a Runtime, with their last heartbeat.
+-- executors      processes running a Runtime: host, pid and process start time (to tell
+--                a dead owner on this host at once), and their last heartbeat.
 -- schema_version one row per applied migration.
 -- tool_calls     (view) one row per tool step of any run, forks included: tool,
 --                arguments, result or error, effect, status, and the flags inherited
@@ -125,8 +126,11 @@ CREATE TABLE agentdur.executors (
     executor_id  TEXT PRIMARY KEY,
     host         TEXT NOT NULL,
     pid          INTEGER NOT NULL,
-    heartbeat_at TIMESTAMPTZ NOT NULL
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    process_started TEXT
 );
+
+CREATE INDEX executors_host ON agentdur.executors (host);
 
 -- Audit views (migration 0002).
 
@@ -198,4 +202,5 @@ CREATE UNIQUE INDEX runs_queue_dedup ON agentdur.runs (queue, dedup_id)
 INSERT INTO agentdur.schema_version (version, name) VALUES
     (1, '0001_initial.sql'),
     (2, '0002_audit_views.sql'),
-    (3, '0003_queues.sql');
+    (3, '0003_queues.sql'),
+    (4, '0004_executor_identity.sql');
