@@ -232,7 +232,7 @@ class RunContext:
         transaction; otherwise it goes to the store's writer and this coroutine resumes
         once it is durable.
         """
-        step = replace(step, input=input_data, output=output_data, error=error_data)
+        step = _with_payload(step, input_data, output_data, error_data)
         if self.replay:
             return step
         job = self._record_job(step, input_data, output_data, error_data, cur)
@@ -253,7 +253,7 @@ class RunContext:
         cur: Cursor | None = None,
     ) -> StepInfo:
         """Blocking form of `arecord`, for sync steps (they run in worker threads)."""
-        step = replace(step, input=input_data, output=output_data, error=error_data)
+        step = _with_payload(step, input_data, output_data, error_data)
         if self.replay:
             return step
         job = self._record_job(step, input_data, output_data, error_data, cur)
@@ -347,3 +347,10 @@ class RunContext:
         """The store released the run as WAITING: stop executing it."""
         self.suspended = "WAITING"
         raise RunSuspended("WAITING")
+
+
+def _with_payload(step: StepInfo, input_data: Any, output_data: Any, error_data: Any) -> StepInfo:
+    """The step carrying exactly these values (itself when it already does)."""
+    if step.input is input_data and step.output is output_data and step.error is error_data:
+        return step
+    return replace(step, input=input_data, output=output_data, error=error_data)

@@ -208,11 +208,60 @@ class Engine:
         values: dict[str, Any] | None = None,
     ) -> RunHandle:
         loop = self._loop_thread()
-        run_id = run_id or uuid.uuid4().hex
+        info, input_json = self._new_run(wf, args, kwargs, run_id)
+        self._starting.add(info.run_id)
+        try:
+            if not self.store.write(lambda: self.store.create_run(info, input_json=input_json)):
+                return self._existing(info.run_id, wf, info.input)
+            return self._launch_new(loop, info, wf, values)
+        finally:
+            self._starting.discard(info.run_id)
+
+    async def astart(
+        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Start a run of a workflow and return its handle without waiting for it.
+
+        Starting with a `run_id` that exists returns that run and executes nothing
+        again; the same id with another workflow or input is `RunInputMismatchError`.
+        Runs started concurrently are recorded together, in one commit.
+        """
+        return await self._astart(self._resolve(fn), args, kwargs, run_id=run_id)
+
+    async def _astart(
+        self,
+        wf: Workflow[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        values: dict[str, Any] | None = None,
+    ) -> RunHandle:
+        loop = self._loop if self._loop is not None else await asyncio.to_thread(self._loop_thread)
+        info, input_json = self._new_run(wf, args, kwargs, run_id)
+        self._starting.add(info.run_id)
+        try:
+            created = await self.store.awrite(
+                lambda: self.store.create_run(info, input_json=input_json)
+            )
+            if not created:
+                return await asyncio.to_thread(self._existing, info.run_id, wf, info.input)
+            return self._launch_new(loop, info, wf, values)
+        finally:
+            self._starting.discard(info.run_id)
+
+    def _new_run(
+        self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None
+    ) -> tuple[RunInfo, str]:
+        """A run to create RUNNING under this executor, and its input as JSON.
+
+        Until it is launched, its id is in `_starting`, so that the scheduler does not
+        take it for one of ours that a database fault released.
+        """
         input_data = wf.encode_input(args, kwargs)
         now = self.clock()
         info = RunInfo(
-            run_id=run_id,
+            run_id=run_id or uuid.uuid4().hex,
             workflow=wf.name,
             status="RUNNING",
             input=input_data,
@@ -223,30 +272,18 @@ class Engine:
             created_at=now,
             started_at=now,
         )
-        input_json = codec.dumps(input_data)
-        # Until it is launched, the scheduler must not take this run as one of ours
-        # that a database fault released.
-        self._starting.add(run_id)
-        try:
-            if not self.store.write(lambda: self.store.create_run(info, input_json=input_json)):
-                return self._existing(run_id, wf, input_data)
-            ctx = self._context(run_id, wf.name, epoch=1, recorded={})
-            ctx.values.update(values or {})
-            return RunHandle(self, run_id, self._launch(loop, ctx, wf, input_data))
-        finally:
-            self._starting.discard(run_id)
+        return info, codec.dumps(input_data)
 
-    async def astart(
-        self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
+    def _launch_new(
+        self,
+        loop: LoopThread,
+        info: RunInfo,
+        wf: Workflow[Any],
+        values: dict[str, Any] | None,
     ) -> RunHandle:
-        """Start a run of a workflow and return its handle without waiting for it.
-
-        Starting with a `run_id` that exists returns that run and executes nothing
-        again; the same id with another workflow or input is `RunInputMismatchError`.
-        """
-        return await asyncio.to_thread(
-            functools.partial(self.start, fn, *args, run_id=run_id, **kwargs)
-        )
+        ctx = self._context(info.run_id, wf.name, epoch=1, recorded={})
+        ctx.values.update(values or {})
+        return RunHandle(self, info.run_id, self._launch(loop, ctx, wf, info.input))
 
     def run(
         self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any

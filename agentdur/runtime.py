@@ -80,9 +80,8 @@ class Runtime(Operations):
         self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
     ) -> RunHandle:
         """Async twin of `start_agent`."""
-        return await asyncio.to_thread(
-            functools.partial(self.start_agent, agent, prompt, run_id=run_id)
-        )
+        self.register(agent)
+        return await self._astart(agent.workflow, (prompt,), {}, run_id=run_id)
 
     def run_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> AgentResult:
         """Blocking form of `arun_agent`."""

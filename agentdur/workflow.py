@@ -24,7 +24,6 @@ from contextlib import (
     nullcontext,
 )
 from contextvars import ContextVar
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
@@ -221,9 +220,9 @@ class Step:
                         result = await self.fn(*extra, *args, **kwargs)
                     finally:
                         _inside_step.reset(inside)
-                    step, output = self._success(ctx, index, args, kwargs, started, attempt, result)
-                    await ctx.arecord(step, input_data=step.input, output_data=output, cur=cur)
-                    return codec.from_json(output, self.return_type)
+                    step = self._success(ctx, index, args, kwargs, started, attempt, result)
+                    await ctx.arecord(step, input_data=step.input, output_data=step.output, cur=cur)
+                    return codec.from_json(step.output, self.return_type)
             except Exception as exc:
                 verdict = await asyncio.to_thread(self._verdict, ctx, faults, exc)
                 if verdict == "committed" and faults.committed is not None:
@@ -257,9 +256,9 @@ class Step:
                         result = self.fn(*extra, *args, **kwargs)
                     finally:
                         _inside_step.reset(inside)
-                    step, output = self._success(ctx, index, args, kwargs, started, attempt, result)
-                    ctx.record(step, input_data=step.input, output_data=output, cur=cur)
-                    return codec.from_json(output, self.return_type)
+                    step = self._success(ctx, index, args, kwargs, started, attempt, result)
+                    ctx.record(step, input_data=step.input, output_data=step.output, cur=cur)
+                    return codec.from_json(step.output, self.return_type)
             except Exception as exc:
                 verdict = self._verdict(ctx, faults, exc)
                 if verdict == "committed" and faults.committed is not None:
@@ -297,15 +296,22 @@ class Step:
         started: datetime,
         attempt: int,
         result: Any,
-    ) -> tuple[StepInfo, Any]:
-        """The step to record for a result, and the result as JSON.
+    ) -> StepInfo:
+        """The step to record for a result, its output the result as JSON.
 
         The caller returns what a replay would return (the JSON decoded again), so live
         and recovered runs see the same value.
         """
         output = codec.to_json(result, what=f"the output of step {index} {self.name!r}")
-        info = self._info(ctx, index, "SUCCEEDED", started, attempt)
-        return replace(info, input=_input_record(args, kwargs)), output
+        return self._info(
+            ctx,
+            index,
+            "SUCCEEDED",
+            started,
+            attempt,
+            input=_input_record(args, kwargs),
+            output=output,
+        )
 
     def _failure(
         self,
@@ -316,13 +322,19 @@ class Step:
         started: datetime,
         attempt: int,
     ) -> StepInfo:
-        info = self._info(ctx, index, "ERROR", started, attempt)
-        return replace(info, input=_input_record(args, kwargs))
+        return self._info(ctx, index, "ERROR", started, attempt, input=_input_record(args, kwargs))
 
     def _info(
-        self, ctx: RunContext, index: int, status: str, started: datetime, attempts: int
+        self,
+        ctx: RunContext,
+        index: int,
+        status: str,
+        started: datetime,
+        attempts: int,
+        **payload: Any,
     ) -> StepInfo:
         return StepInfo(
+            **payload,
             run_id=ctx.run_id,
             step_index=index,
             name=self.name,

@@ -154,7 +154,9 @@ async def test_reading_twins(rt: agentdur.Runtime) -> None:
 
 
 async def test_start_and_run_twins(rt: agentdur.Runtime) -> None:
-    handle = await twin(rt, "start", two_steps, "s", run_id="start-1")
+    # astart records the run through the store's writer from the caller's loop (many
+    # concurrent starts share one commit): a native twin, like arun.
+    handle = await rt.astart(two_steps, "s", run_id="start-1")
     assert await handle.aresult() == rt.start(two_steps, "s", run_id="start-1").result()
     assert await rt.arun(two_steps, "r", run_id="run-1") == rt.run(two_steps, "r", run_id="run-1")
 
@@ -200,7 +202,7 @@ async def test_enqueue_twin(rt: agentdur.Runtime) -> None:
 
 async def test_agent_twins(rt: agentdur.Runtime) -> None:
     agent = _agent("twin-plain", refund_plain)
-    handle = await twin(rt, "start_agent", agent, "refund A1", run_id="agent-1")
+    handle = await rt.astart_agent(agent, "refund A1", run_id="agent-1")  # native, as astart
     assert handle.run_id == "agent-1"
     assert (await handle.aresult(timeout=30))["output"] == "done"
     blocking = rt.run_agent(agent, "refund A1", run_id="agent-1")

@@ -263,7 +263,8 @@ def test_model_rate_limit_holds_across_worker_processes(database_url: str, tmp_p
                 what="10 agent runs",
             )
             outputs = sorted(h.result()["output"] for h in handles)
-        assert [workers.stop(proc) for proc in procs] == [0, 0]
+        codes = [workers.stop(proc) for proc in procs]
+        assert codes == [0, 0], [workers.output(proc) for proc in procs]
     finally:
         workers.kill_all()
     assert outputs == sorted(f"summary of doc-{i}" for i in range(10))

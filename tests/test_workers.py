@@ -66,7 +66,8 @@ def test_worker_processes_share_a_queue_and_run_each_run_once(
         client.enqueue(queue_app.steps, run_id, 2, queue="work", run_id=run_id) for run_id in ids
     ]
     wait_for(lambda: all_finished(client, handles), timeout=30, what="40 runs to finish")
-    assert [workers.stop(proc) for proc in procs] == [0] * count
+    codes = [workers.stop(proc) for proc in procs]
+    assert codes == [0] * count, [workers.output(proc) for proc in procs]
 
     runs = [client.get_run(run_id) for run_id in ids]
     assert {(r.status, r.attempts, r.epoch) for r in runs} == {("SUCCEEDED", 1, 1)}
@@ -89,7 +90,8 @@ def test_global_limits_hold_across_worker_processes(
     pair = [client.enqueue(queue_app.steps, f"p{i}", 1, queue="pair") for i in range(6)]
     paced = [client.enqueue(queue_app.steps, f"r{i}", 0, queue="paced") for i in range(5)]
     wait_for(lambda: all_finished(client, pair + paced), timeout=30, what="the runs to finish")
-    assert [workers.stop(proc) for proc in procs] == [0, 0]
+    codes = [workers.stop(proc) for proc in procs]
+    assert codes == [0, 0], [workers.output(proc) for proc in procs]
 
     # Queue "pair": concurrency=2 over both processes (each would take 2 on its own).
     assert max_overlap([client.get_run(h.run_id) for h in pair]) == 2

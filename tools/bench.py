@@ -5,7 +5,8 @@ Benchmarks:
           PostgreSQL, next to the floor (one bare durable commit on the same backend).
   queue   throughput of 2,000 one-step runs with 1, 2 and 4 `agentdur worker` processes,
           pick-up latency of an idle worker, time to recover 10,000 runs of a dead worker.
-  (agent and replay live in bench_agent.py; add each as a function registered with @benchmark.)
+  (agent and replay live in bench_agent.py, concurrency in bench_concurrency.py; add each as
+  a function registered with @benchmark.)
 
 Each benchmark is one function registered with `@benchmark`; they share `time_runs` (warm-up,
 then N timed runs, median) and print a table, or JSON with `--json`. Results are written
@@ -795,8 +796,10 @@ def bench_queue(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     import bench_agent  # the agent and replay benchmarks, registered here
+    import bench_concurrency  # the concurrency benchmark
 
     bench_agent.register(sys.modules[__name__])
+    bench_concurrency.register(sys.modules[__name__])
     parser = argparse.ArgumentParser(
         prog="python tools/bench.py", description="agentdur benchmarks"
     )
@@ -831,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             f"\nmachine: {m['cpus']} CPUs {m['cpu']}, {m['memory']}, {m['os']}, "
             f"Python {m['python']}, SQLite {m['sqlite']}, agentdur {m['agentdur']}; {started}"
         )
-    return 1 if report.get("skipped") else 0
+    return 1 if report.get("skipped") or report.get("failed") else 0
 
 
 if __name__ == "__main__":

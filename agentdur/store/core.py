@@ -138,6 +138,8 @@ class StoreCore(ABC):
     dialect: str
     url: str
     """The database URL with its password masked."""
+    writer_threads = 1
+    """Writer threads, each with a connection of its own (writer.py)."""
 
     def __init__(self, *, write_retry_seconds: float) -> None:
         self.write_retry_seconds = write_retry_seconds
@@ -165,7 +167,9 @@ class StoreCore(ABC):
         """The one write path of executing runs (see writer.py)."""
         with self._writer_lock:
             if self._writer is None:
-                self._writer = GroupWriter(self, retry_seconds=self.write_retry_seconds)
+                self._writer = GroupWriter(
+                    self, retry_seconds=self.write_retry_seconds, threads=self.writer_threads
+                )
             return self._writer
 
     async def awrite(self, fn: Callable[[], T]) -> T:

@@ -306,6 +306,7 @@ class PostgresStore(SqlStore):
 
     dialect = "postgres"
     sql = sys.modules[__name__]
+    writer_threads = 4
 
     def __init__(
         self,
@@ -326,7 +327,6 @@ class PostgresStore(SqlStore):
         self._timeout = timeout
         self._pool: Any = None
         self._tx_pool: Any = None
-        self._writer_conn: Any = None
         self._listener: Any = None
         self._open_lock = threading.Lock()
 
@@ -361,8 +361,6 @@ class PostgresStore(SqlStore):
             open=False,
             timeout=self._timeout,
             name=name,
-            # A connection killed by the server is found out before it is handed out.
-            check=psycopg_pool.ConnectionPool.check_connection,
         )
         try:
             pool.open(wait=True, timeout=self._timeout)
@@ -439,9 +437,9 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _group_transaction(self) -> Iterator[Cursor]:
-        if self._writer_conn is None or self._writer_conn.closed:
-            self._writer_conn = self._connect()
-        conn = self._writer_conn
+        conn = getattr(self._local, "writer_conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.writer_conn = self._connect()
         with conn.transaction(), conn.cursor() as cur:
             self._local.cursor = cur
             try:
@@ -450,7 +448,7 @@ class PostgresStore(SqlStore):
                 self._local.cursor = None
 
     def _close_writer(self) -> None:
-        conn, self._writer_conn = self._writer_conn, None
+        conn, self._local.writer_conn = getattr(self._local, "writer_conn", None), None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()

@@ -1,4 +1,4 @@
-"""The store's one write path: a writer thread that commits queued writes in groups.
+"""The store's one write path: writer threads that commit queued writes in groups.
 
 Every write a run makes while it executes (a checkpoint, a ledger entry, a run's
 outcome) is a job: a call of a blocking store method. Jobs are queued from any thread
@@ -13,6 +13,11 @@ transaction (the latter under a savepoint, so a job that raises is undone alone)
 is still checked per row: a job whose conditional write touches no row raises
 `FencedError` for its own caller and leaves the others alone.
 
+A store has one writer thread (SQLite: one write lock) or a few (PostgreSQL, where a
+group's statements each cost a round trip, so groups on several connections overlap
+their waits). Each thread takes the next group when it is free; one run's writes are
+never in two groups at once, since a run awaits each write before the next.
+
 Faults are normal here. A transient failure (a dropped connection, a locked database, a
 server restart) rolls the group back and retries it on a new connection with backoff,
 for up to `retry_seconds`; after that every job of the group fails with
@@ -25,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agentdur.errors import StoreUnavailable
@@ -49,30 +55,35 @@ MAX_GROUP = 1000
 
 @dataclass
 class _Job(Generic[T]):
+    """A write, and where its outcome goes: a thread's future or an event loop's."""
+
     fn: Callable[[], T]
-    future: concurrent.futures.Future[T] = field(default_factory=concurrent.futures.Future)
+    future: concurrent.futures.Future[T] | None = None
+    waiter: asyncio.Future[T] | None = None
 
 
 class GroupWriter:
     """A thread that executes store writes in groups, one transaction per group."""
 
-    def __init__(self, store: StoreCore, *, retry_seconds: float) -> None:
+    def __init__(self, store: StoreCore, *, retry_seconds: float, threads: int = 1) -> None:
         self._store = store
         self.retry_seconds = retry_seconds
         self._jobs: deque[_Job[Any]] = deque()
         self._ready = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._main, name=f"agentdur-writer {store.url}", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=self._main, name=f"agentdur-writer-{i} {store.url}", daemon=True
+            )
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def in_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.current_thread() in self._threads
 
-    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Queue a write; the future resolves once the transaction holding it committed."""
-        job: _Job[T] = _Job(fn)
+    def _queue(self, job: _Job[Any]) -> None:
         with self._ready:
             if self._closed:
                 raise StoreUnavailable(
@@ -80,25 +91,32 @@ class GroupWriter:
                 )
             self._jobs.append(job)
             self._ready.notify()
-        return job.future
 
     def call(self, fn: Callable[[], T]) -> T:
         """Blocking form of `acall`, for threads other than an event loop's."""
         if self.in_writer_thread():
             return fn()
-        return self.submit(fn).result()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue(_Job(fn, future=future))
+        return future.result()
 
     async def acall(self, fn: Callable[[], T]) -> T:
-        """Execute a write in the next group and return its result (or raise its error)."""
-        return await asyncio.wrap_future(self.submit(fn))
+        """Execute a write in the next group and return its result (or raise its error).
+
+        Once queued, the write is made even if the waiting task is cancelled meanwhile.
+        """
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(_Job(fn, waiter=waiter))
+        return await waiter
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread (idempotent)."""
         with self._ready:
             self._closed = True
-            self._ready.notify()
+            self._ready.notify_all()
         if not self.in_writer_thread():
-            self._thread.join(timeout)
+            for thread in self._threads:
+                thread.join(timeout)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -151,22 +169,43 @@ class GroupWriter:
             return
 
     def _attempt(self, group: list[_Job[Any]]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
+        if len(group) == 1:
+            # Alone, a write is its own transaction on the store's ordinary connection:
+            # on PostgreSQL one round trip instead of three (BEGIN, write, COMMIT).
+            return [self._run(group[0])]
         with self._store._group_transaction():
-            for job in group:
-                try:
-                    outcomes.append((True, job.fn()))
-                except BaseException as exc:
-                    if self._store._is_driver_error(exc):
-                        raise  # the transaction is unusable: retry or isolate the group
-                    outcomes.append((False, exc))
-        return outcomes
+            return [self._run(job) for job in group]
+
+    def _run(self, job: _Job[Any]) -> tuple[bool, Any]:
+        try:
+            return True, job.fn()
+        except BaseException as exc:
+            if self._store._is_driver_error(exc):
+                raise  # the transaction is unusable: retry or isolate the group
+            return False, exc
 
 
 def _deliver(group: list[_Job[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each job its outcome; one wake-up per event loop for the whole group."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
     for job, (ok, value) in zip(group, outcomes, strict=True):
-        if job.future.set_running_or_notify_cancel():
+        if job.waiter is not None:
+            by_loop.setdefault(job.waiter.get_loop(), []).append((job.waiter, ok, value))
+        elif job.future is not None and job.future.set_running_or_notify_cancel():
             if ok:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for waiter, ok, value in settled:
+        if waiter.done():
+            continue  # its task was cancelled; the write was made all the same
+        if ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
