@@ -24,7 +24,7 @@ from typing import Any, Literal
 import pydantic
 
 from agentdur import codec, recording
-from agentdur.context import FINISHED_STEP, RunContext, current_run
+from agentdur.context import RunContext, current_run
 from agentdur.errors import (
     MaxTurnsExceeded,
     ModelBehaviorError,
@@ -32,6 +32,7 @@ from agentdur.errors import (
     ToolArgumentsError,
     UsageError,
 )
+from agentdur.kernel import Action, Attempts, Requested
 from agentdur.models import (
     AssistantMessage,
     Message,
@@ -266,18 +267,16 @@ class _Loop:
         )
         pending = list(self.pending)
         after_response = self.last_hash is not None  # pending[0] is the last response
-        recorded = ctx.replayed(
-            index,
-            model.model_name,
-            "llm",
-            request_hash=request_hash,
+        decision = ctx.look_up(
+            Requested(index, model.model_name, "llm", request_hash=request_hash),
             explain=lambda step: recording.request_diff(
                 step, ctx.recorded, describe, pending, tools_json, after_response
             ),
         )
         new_messages, self.pending = self.pending, []
         self.last_hash, self.last_tools = request_hash, tools_json
-        if recorded is not None and recorded.status in FINISHED_STEP:
+        recorded = decision.recorded
+        if decision.action is Action.REPLAY and recorded is not None:
             if recorded.status == "ERROR":
                 raise codec.decode_error(recorded.error or {})
             response = recording.response_of(recorded)
@@ -302,7 +301,7 @@ class _Loop:
         input_data: dict[str, Any],
     ) -> ModelResponse:
         ctx = self.ctx
-        started, attempt = ctx.clock(), 0
+        started = ctx.clock()
         info = StepInfo(
             run_id=ctx.run_id,
             step_index=index,
@@ -313,39 +312,38 @@ class _Loop:
             request_hash=request_hash,
             started_at=started,
         )
-        while True:
-            attempt += 1
+
+        async def attempt(number: int) -> tuple[ModelResponse, float, tuple[str, str] | None]:
             admission = await self._admit(model)
             began = time.perf_counter()
-            try:
-                response = await self._request(model, list(self.messages), tools)
-            except Exception as exc:
-                delay = self.agent.model_policy.delay(attempt, exc)
-                if delay is None:
-                    await ctx.arecord(
-                        _finished(info, ctx, "ERROR", attempt),
-                        input_data=input_data,
-                        error_data=codec.encode_error(exc),
-                    )
-                    raise
-                await asyncio.sleep(delay)
-                continue
-            latency_ms = (time.perf_counter() - began) * 1000
-            if admission is not None:
-                settle = functools.partial(
-                    ctx.store.rate_settle, *admission, response.usage.total_tokens
-                )
-                await ctx.write(settle)
-            done = _finished(info, ctx, "SUCCEEDED", attempt)
-            done = _with(
-                done, model=response.model or model.model_name, usage=response.usage.model_dump()
-            )
+            response = await self._request(model, list(self.messages), tools)
+            return response, (time.perf_counter() - began) * 1000, admission
+
+        outcome = await Attempts(ctx, self.agent.model_policy, index=index).run(attempt)
+        if outcome.error is not None:
             await ctx.arecord(
-                done,
+                _finished(info, ctx, "ERROR", outcome.attempts),
                 input_data=input_data,
-                output_data=recording.llm_output(response, latency_ms),
+                error_data=codec.encode_error(outcome.error),
             )
-            return response
+            raise outcome.error
+        assert outcome.value is not None
+        response, latency_ms, admission = outcome.value
+        if admission is not None:
+            settle = functools.partial(
+                ctx.store.rate_settle, *admission, response.usage.total_tokens
+            )
+            await ctx.write(settle)
+        done = _finished(info, ctx, "SUCCEEDED", outcome.attempts)
+        done = _with(
+            done, model=response.model or model.model_name, usage=response.usage.model_dump()
+        )
+        await ctx.arecord(
+            done,
+            input_data=input_data,
+            output_data=recording.llm_output(response, latency_ms),
+        )
+        return response
 
     async def _admit(self, model: Model) -> tuple[str, str] | None:
         """Wait for the model's rate limiter (shared by every process on the database)."""
@@ -401,8 +399,9 @@ class _Loop:
     async def _run_tool(self, index: int, call: ToolCall) -> ToolResultMessage:
         ctx = self.ctx
         name = call.name[:200]
-        recorded = ctx.replayed(index, name, "tool")
-        if recorded is not None and recorded.status in FINISHED_STEP:
+        decision = ctx.look_up(Requested(index, name, "tool"))
+        recorded = decision.recorded
+        if decision.action is Action.REPLAY and recorded is not None:
             if recorded.status == "ERROR" and self.agent.tool_errors == "raise":
                 raise _tool_error(recorded.error or {})
             return recording.tool_message(recorded, call.id)

@@ -1,15 +1,16 @@
-"""The state of one executing run: its step cursor, its recording, and the step protocol.
+"""The state of one executing run: its step cursor, its recording, its signals, and its
+one write path.
 
-Every kind of step (a user `@step`, an LLM call, a tool call, a durable sleep) follows
-the same protocol against a `RunContext`:
+Every kind of step follows the same protocol against a `RunContext` (kernel.py says
+why each stage is where it is):
 
 1. `index = ctx.next_index()`, synchronously when the step is *called*, so concurrent
    steps get the same indices on every execution;
-2. `ctx.replayed(index, name, kind)` returns the recorded step if there is one (and raises
-   `NonDeterminismError` if the recording holds another step there);
-3. otherwise the step executes and `ctx.record(...)` writes it: one statement that the
-   store refuses if another executor took the run over (`FencedError`) or the run was
-   cancelled.
+2. `ctx.look_up(Requested(index, name, kind))`: the kernel's decision (replay, execute,
+   resume, or a `NonDeterminismError` for a divergence);
+3. attempts in the kernel's retry loop, then `ctx.arecord(...)` / `ctx.write(...)`: the
+   one write path, through the store's writer, refused if another executor took the
+   run over (`FencedError`) or it was cancelled, and the only writer of `ctx.recorded`.
 
 Fencing and cancellation are sticky: once seen, every later step call raises again.
 """
@@ -32,6 +33,7 @@ from agentdur.errors import (
     RunCancelledError,
     StoreUnavailable,
 )
+from agentdur.kernel import Action, Decision, Requested, decide
 from agentdur.store import FINISHED, SqlStore, StepInfo
 
 if TYPE_CHECKING:
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FINISHED_STEP = ("SUCCEEDED", "ERROR")
 T = TypeVar("T")
 
 _current: ContextVar[RunContext | None] = ContextVar("agentdur_run", default=None)
@@ -150,51 +151,36 @@ class RunContext:
         if self.suspended:
             raise RunSuspended(self.suspended)
 
-    def replayed(
-        self,
-        index: int,
-        name: str,
-        kind: str,
-        *,
-        request_hash: str | None = None,
-        explain: Callable[[StepInfo], str] | None = None,
-    ) -> StepInfo | None:
-        """The recorded step at `index`, or None if it must execute now.
+    def look_up(
+        self, requested: Requested, *, explain: Callable[[StepInfo], str] | None = None
+    ) -> Decision:
+        """The kernel's decision for a step call against this run's recording.
 
-        Raises `NonDeterminismError` when the recording holds another step there, or
-        (replay mode) when the code asks for a step the recording does not have.
+        Raises `NonDeterminismError` for a divergence (`explain` says how an LLM
+        request differs) and `ReplayStopped` where a replay's recording ends.
         """
         self.check_signals()
-        recorded = self.recorded.get(index)
-        requested = f"{kind} {name!r}"
-        if recorded is None:
-            if self.replay and not self.replay_complete:
-                raise ReplayStopped
-            if self.replay:
-                last = max(self.recorded, default=-1)
-                raise NonDeterminismError(
-                    self.run_id, index, f"no step (the recording ends at step {last})", requested
-                )
-            return None
-        if recorded.name != name or recorded.kind != kind:
-            raise NonDeterminismError(
-                self.run_id, index, f"{recorded.kind} {recorded.name!r}", requested
-            )
-        if (
-            request_hash is not None
-            and recorded.request_hash is not None
-            and recorded.request_hash != request_hash
-        ):
-            change = explain(recorded) if explain is not None else "another request"
-            raise NonDeterminismError(
-                self.run_id,
-                index,
-                f"{kind} {name!r} with request hash {recorded.request_hash[:12]}",
-                f"the same step with {change}",
-            )
-        if self.on_step is not None and recorded.status in FINISHED_STEP:
-            self.on_step(recorded)
-        return recorded
+        decision = decide(
+            self.recorded.get(requested.index),
+            requested,
+            replaying=self.replay,
+            complete=self.replay_complete,
+            last_index=max(self.recorded, default=-1),
+        )
+        if decision.action is Action.STOP:
+            raise ReplayStopped
+        if decision.action is Action.DIVERGE:
+            wanted = requested.describe()
+            recorded = decision.recorded
+            same_step = (requested.name, requested.kind)
+            if recorded is not None and (recorded.name, recorded.kind) == same_step:
+                change = explain(recorded) if explain is not None else "another request"
+                wanted = f"the same step with {change}"
+            raise NonDeterminismError(self.run_id, requested.index, decision.found, wanted)
+        if decision.action is Action.REPLAY and self.on_step is not None:
+            assert decision.recorded is not None
+            self.on_step(decision.recorded)
+        return decision
 
     def _record_job(
         self,
@@ -261,28 +247,44 @@ class RunContext:
         self.recorded[step.step_index] = step
         return step
 
-    async def write(self, job: Callable[[], T]) -> T:
-        """Run a store write for this run through the store's writer.
+    async def write(self, job: Callable[[], T], *, records: StepInfo | None = None) -> T:
+        """Run a store write for this run through the store's writer (the one write path).
 
-        A refusal (another executor took the run, or it was cancelled) and a database
-        that stays unreachable are turned into the run's signals: the first two stop
-        it, the last releases it for recovery; none of them is the step's failure.
+        `records` is the step the write records, kept in the run's recorded map once
+        the write is durable. A refusal (another executor took the run, or it was
+        cancelled) and a database that stays unreachable are turned into the run's
+        signals: the first two stop it, the last releases it for recovery; none of
+        them is the step's failure.
         """
         if self.replay:
             raise ReplayStopped
         try:
-            return await self.store.awrite(job)
+            result = await self.store.awrite(job)
         except FencedError:
             await asyncio.to_thread(self.explain_refusal)
             raise
         except StoreUnavailable as exc:
             self._release(exc)
+        if records is not None:
+            self.recorded[records.step_index] = records
+        return result
 
-    def write_sync(self, job: Callable[[], T]) -> T:
+    def remember(self, step: StepInfo) -> None:
+        """Keep a step a write just recorded whose value only that write knew.
+
+        Part of the write path: for a message `take_or_wait` consumed, or a ledger
+        result `begin_effect` deduplicated, known once the write returned.
+        """
+        self.recorded[step.step_index] = step
+
+    def write_sync(self, job: Callable[[], T], *, records: StepInfo | None = None) -> T:
         """Blocking form of `write`, for worker threads."""
         if self.replay:
             raise ReplayStopped
-        return self._guard_sync(lambda: self.store.write(job))
+        result = self._guard_sync(lambda: self.store.write(job))
+        if records is not None:
+            self.recorded[records.step_index] = records
+        return result
 
     def _guard_sync(self, write: Callable[[], T]) -> T:
         try:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agentdur import codec
-from agentdur.context import FINISHED_STEP, ReplayStopped, current_run
+from agentdur.context import ReplayStopped, current_run
+from agentdur.kernel import Action, Requested
 from agentdur.store import StepInfo
 
 
@@ -28,8 +29,9 @@ def recv(topic: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
     index = ctx.next_index()
 
     async def receiving() -> Any:
-        recorded = ctx.replayed(index, topic, "recv")
-        if recorded is not None and recorded.status in FINISHED_STEP:
+        decision = ctx.look_up(Requested(index, topic, "recv"))
+        recorded = decision.recorded
+        if decision.action is Action.REPLAY and recorded is not None:
             return recorded.output
         if ctx.replay:
             raise ReplayStopped
@@ -63,8 +65,8 @@ def recv(topic: str, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
                 wait=not expired,
             )
         )
-        if found:
-            ctx.recorded[index] = replace(step, input=input_data, output=value)
+        if found:  # recorded by take_or_wait, with the message it consumed
+            ctx.remember(replace(step, input=input_data, output=value))
             return value
         if expired:
             await ctx.arecord(step, input_data=input_data, output_data=None)

@@ -25,10 +25,11 @@ from typing import Any, NoReturn
 from agentdur import codec
 from agentdur.context import RunContext, RunSuspended
 from agentdur.errors import UncertainEffect
+from agentdur.kernel import Attempts
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import Tool, ToolContext
-from agentdur.transactions import TransactionFaults, transaction_scope
+from agentdur.transactions import transaction_scope
 
 Outcome = tuple[StepInfo, BaseException | None]
 
@@ -172,31 +173,24 @@ class ToolExecution:
         self.flight.enter()
         self.counted = True
 
-    async def _backoff(self, attempt: int, exc: Exception) -> bool:
-        delay = self.policy.delay(attempt, exc)
-        if delay is None:
-            return False
-        await asyncio.sleep(delay)
-        return True
+    def _attempts(self, **options: Any) -> Attempts:
+        return Attempts(self.ctx, self.policy, index=self.info.step_index, **options)
 
     # -- effect kinds ------------------------------------------------------------------
 
     async def _plain(self) -> Outcome:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = await self.tool.call(self.arguments, self._tool_ctx(attempt))
-            except Exception as exc:
-                if await self._backoff(attempt, exc):
-                    continue
-                return await self._record_error(attempt, codec.encode_error(exc)), exc
-            step = await self.ctx.arecord(
-                self._done("SUCCEEDED", attempt),
-                input_data=self.input_data,
-                output_data=self._output(result),
-            )
-            return step, None
+        outcome = await self._attempts().run(
+            lambda attempt: self.tool.call(self.arguments, self._tool_ctx(attempt))
+        )
+        if outcome.error is not None:
+            error = codec.encode_error(outcome.error)
+            return await self._record_error(outcome.attempts, error), outcome.error
+        step = await self.ctx.arecord(
+            self._done("SUCCEEDED", outcome.attempts),
+            input_data=self.input_data,
+            output_data=self._output(outcome.value),
+        )
+        return step, None
 
     async def _side_effect(self) -> Outcome:
         ctx, store = self.ctx, self.ctx.store
@@ -235,7 +229,7 @@ class ToolExecution:
                     input=self.input_data,
                     output=existing.result,
                 )
-                ctx.recorded[step.step_index] = step
+                ctx.remember(step)
                 return step, None
             # Record the step STARTED (without the entry, which stays the holder's) with
             # the suspension, so the operator can resolve it: `retry` asks the ledger again.
@@ -244,37 +238,35 @@ class ToolExecution:
                 f"{existing.step_index}, whose outcome is not known",
                 step=started,
             )
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = await self.tool.call(self.arguments, self._tool_ctx(attempt))
-            except UncertainEffect as exc:
-                await self._needs_attention(f"tool {self.tool.name!r} cannot tell: {exc}")
-            except Exception as exc:
-                if await self._backoff(attempt, exc):
-                    continue
-                error = codec.encode_error(exc)
-                step = self._done("ERROR", attempt)
-                await ctx.write(
-                    functools.partial(
-                        store.release_effect,
-                        step,
-                        epoch=ctx.epoch,
-                        key=key,
-                        input_json=self.input_json,
-                        error_json=codec.dumps(error),
-                    )
-                )
-                ctx.recorded[step.step_index] = replace(step, input=self.input_data, error=error)
-                return ctx.recorded[step.step_index], exc
-            return await self._finish(key, result, attempt), None
+        try:
+            called = await self._attempts(fatal=(UncertainEffect,)).run(
+                lambda attempt: self.tool.call(self.arguments, self._tool_ctx(attempt))
+            )
+        except UncertainEffect as exc:
+            await self._needs_attention(f"tool {self.tool.name!r} cannot tell: {exc}")
+        if called.error is None:
+            return await self._finish(key, called.value, called.attempts), None
+        error = codec.encode_error(called.error)
+        step = self._done("ERROR", called.attempts)
+        await ctx.write(
+            functools.partial(
+                store.release_effect,
+                step,
+                epoch=ctx.epoch,
+                key=key,
+                input_json=self.input_json,
+                error_json=codec.dumps(error),
+            ),
+            records=replace(step, input=self.input_data, error=error),
+        )
+        return ctx.recorded[step.step_index], called.error
 
     async def _finish(self, key: str, result: Any, attempts: int) -> StepInfo:
         ctx = self.ctx
         output = self._output(result)
         step = self._done("SUCCEEDED", attempts)
         output_json, now = codec.dumps(output), ctx.clock()
+        done = replace(step, input=self.input_data, output=output)
         await ctx.write(
             lambda: ctx.store.finish_effect(
                 step,
@@ -283,10 +275,9 @@ class ToolExecution:
                 input_json=self.input_json,
                 output_json=output_json,
                 now=now,
-            )
+            ),
+            records=done,
         )
-        done = replace(step, input=self.input_data, output=output)
-        ctx.recorded[step.step_index] = done
         return done
 
     async def _needs_attention(self, reason: str, *, step: StepInfo | None = None) -> NoReturn:
@@ -301,48 +292,41 @@ class ToolExecution:
         }
         if step is None:
             await ctx.suspend("NEEDS_ATTENTION", reason=error)
+        error_json = codec.dumps(error)
         await ctx.write(
             lambda: ctx.store.suspend_run(
                 ctx.run_id,
                 epoch=ctx.epoch,
                 status="NEEDS_ATTENTION",
                 wake_at=None,
-                error_json=codec.dumps(error),
+                error_json=error_json,
                 step=step,
                 input_json=self.input_json,
-            )
+            ),
+            records=replace(step, input=self.input_data),
         )
-        ctx.recorded[step.step_index] = replace(step, input=self.input_data)
         ctx.suspended = "NEEDS_ATTENTION"
         raise RunSuspended("NEEDS_ATTENTION")
 
     async def _transactional(self) -> Outcome:
-        faults = TransactionFaults(self.ctx, self.info.step_index)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with transaction_scope(self.ctx) as (conn, cur):
-                    result = await self.tool.call(self.arguments, self._tool_ctx(attempt, db=conn))
-                    step = await self.ctx.arecord(
-                        self._done("SUCCEEDED", attempt),
-                        input_data=self.input_data,
-                        output_data=self._output(result),
-                        cur=cur,
-                    )
-                return step, None
-            except Exception as exc:
-                self.ctx.check_signals()
-                verdict = await asyncio.to_thread(faults.verdict, exc)
-                if verdict == "committed" and faults.committed is not None:
-                    return faults.committed, None
-                if verdict == "retry":
-                    attempt -= 1  # the database's fault, not the tool's: no attempt spent
-                    await asyncio.sleep(faults.pause())
-                    continue
-                if await self._backoff(attempt, exc):
-                    continue
-                return await self._record_error(attempt, codec.encode_error(exc)), exc
+        async def attempt(number: int) -> StepInfo:
+            async with transaction_scope(self.ctx) as (conn, cur):
+                result = await self.tool.call(self.arguments, self._tool_ctx(number, db=conn))
+                return await self.ctx.arecord(
+                    self._done("SUCCEEDED", number),
+                    input_data=self.input_data,
+                    output_data=self._output(result),
+                    cur=cur,
+                )
+
+        outcome = await self._attempts(transactional=True).run(attempt)
+        if outcome.committed is not None:
+            return outcome.committed, None
+        if outcome.error is not None:
+            error = codec.encode_error(outcome.error)
+            return await self._record_error(outcome.attempts, error), outcome.error
+        assert outcome.value is not None
+        return outcome.value, None
 
     async def _simulate(self) -> StepInfo:
         """A dry run: the simulate hook answers, or the model is told nothing happened."""

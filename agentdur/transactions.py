@@ -21,12 +21,14 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from agentdur.context import RunContext
 from agentdur.errors import StoreUnavailable
 from agentdur.store import StepInfo
 from agentdur.store.base import Cursor
+
+if TYPE_CHECKING:
+    from agentdur.context import RunContext
 
 Verdict = Literal["committed", "retry", "failed"]
 

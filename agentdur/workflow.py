@@ -28,26 +28,22 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from agentdur import codec
-from agentdur.context import FINISHED_STEP, RunContext, current_run
+from agentdur.context import RunContext, current_run
 from agentdur.errors import (
-    FencedError,
     NotRegisteredError,
     OutsideRunError,
-    RunCancelledError,
-    SerializationError,
-    StoreError,
     UsageError,
 )
+from agentdur.kernel import Action, Attempts, Requested
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import is_async_callable
-from agentdur.transactions import TransactionFaults, transaction_scope
+from agentdur.transactions import transaction_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 _WORKFLOWS: dict[str, Workflow[Any]] = {}
-_RECORDING_FAILURES = (SerializationError, FencedError, RunCancelledError, StoreError)
 _inside_step: ContextVar[RunContext | None] = ContextVar("agentdur_inside_step", default=None)
 """The run whose step body is executing here: a step called inside it is a plain call.
 
@@ -186,9 +182,10 @@ class Step:
         """The function itself (a coroutine for an async step), for a call inside a step."""
         return self.fn(*args, **kwargs)
 
-    def _recorded(self, ctx: RunContext, index: int) -> StepInfo | None:
-        recorded = ctx.replayed(index, self.name, self.kind)
-        return recorded if recorded is not None and recorded.status in FINISHED_STEP else None
+    def _replayed(self, ctx: RunContext, index: int) -> StepInfo | None:
+        """The recorded outcome to return, or None to execute (a step never resumes)."""
+        decision = ctx.look_up(Requested(index, self.name, self.kind))
+        return decision.recorded if decision.action is Action.REPLAY else None
 
     def _outcome(self, recorded: StepInfo) -> Any:
         if recorded.status == "ERROR":
@@ -203,89 +200,62 @@ class Step:
         """Where one attempt of an async step runs: (extra leading arguments, cursor)."""
         return nullcontext(((), None))
 
+    def _attempts(self, ctx: RunContext, index: int) -> Attempts:
+        return Attempts(ctx, self.policy, index=index, transactional=self.kind == "transaction")
+
     async def _run_async(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        recorded = self._recorded(ctx, index)
+        recorded = self._replayed(ctx, index)
         if recorded is not None:
             return self._outcome(recorded)
-        started, attempt = ctx.clock(), 0
-        faults = TransactionFaults(ctx, index)
-        while True:
-            attempt += 1
-            try:
-                async with self._ascope(ctx) as (extra, cur):
-                    inside = _inside_step.set(ctx)
-                    try:
-                        result = await self.fn(*extra, *args, **kwargs)
-                    finally:
-                        _inside_step.reset(inside)
-                    step = self._success(ctx, index, args, kwargs, started, attempt, result)
-                    await ctx.arecord(step, input_data=step.input, output_data=step.output, cur=cur)
-                    return codec.from_json(step.output, self.return_type)
-            except Exception as exc:
-                verdict = await asyncio.to_thread(self._verdict, ctx, faults, exc)
-                if verdict == "committed" and faults.committed is not None:
-                    return self._outcome(faults.committed)
-                if verdict == "retry":
-                    attempt -= 1
-                    await asyncio.sleep(faults.pause())
-                    continue
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    step = self._failure(ctx, index, args, kwargs, started, attempt)
-                    error = codec.encode_error(exc)
-                    await ctx.arecord(step, input_data=step.input, error_data=error)
-                    raise
-                await asyncio.sleep(delay)
+        started = ctx.clock()
+
+        async def attempt(number: int) -> StepInfo:
+            async with self._ascope(ctx) as (extra, cur):
+                inside = _inside_step.set(ctx)
+                try:
+                    result = await self.fn(*extra, *args, **kwargs)
+                finally:
+                    _inside_step.reset(inside)
+                step = self._success(ctx, index, args, kwargs, started, number, result)
+                return await ctx.arecord(
+                    step, input_data=step.input, output_data=step.output, cur=cur
+                )
+
+        outcome = await self._attempts(ctx, index).run(attempt)
+        if outcome.error is not None:
+            step = self._failure(ctx, index, args, kwargs, started, outcome.attempts)
+            error = codec.encode_error(outcome.error)
+            await ctx.arecord(step, input_data=step.input, error_data=error)
+            raise outcome.error
+        return self._outcome(outcome.committed or _done(outcome.value))
 
     def _run_sync(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        recorded = self._recorded(ctx, index)
+        recorded = self._replayed(ctx, index)
         if recorded is not None:
             return self._outcome(recorded)
-        started, attempt = ctx.clock(), 0
-        faults = TransactionFaults(ctx, index)
-        while True:
-            attempt += 1
-            try:
-                with self._scope(ctx) as (extra, cur):
-                    inside = _inside_step.set(ctx)
-                    try:
-                        result = self.fn(*extra, *args, **kwargs)
-                    finally:
-                        _inside_step.reset(inside)
-                    step = self._success(ctx, index, args, kwargs, started, attempt, result)
-                    ctx.record(step, input_data=step.input, output_data=step.output, cur=cur)
-                    return codec.from_json(step.output, self.return_type)
-            except Exception as exc:
-                verdict = self._verdict(ctx, faults, exc)
-                if verdict == "committed" and faults.committed is not None:
-                    return self._outcome(faults.committed)
-                if verdict == "retry":
-                    attempt -= 1
-                    time.sleep(faults.pause())
-                    continue
-                delay = self.policy.delay(attempt, exc)
-                if delay is None:
-                    step = self._failure(ctx, index, args, kwargs, started, attempt)
-                    error = codec.encode_error(exc)
-                    ctx.record(step, input_data=step.input, error_data=error)
-                    raise
-                time.sleep(delay)
+        started = ctx.clock()
 
-    def _verdict(self, ctx: RunContext, faults: TransactionFaults, exc: Exception) -> str:
-        """What a failed attempt was (blocking; see `TransactionFaults.verdict`).
+        def attempt(number: int) -> StepInfo:
+            with self._scope(ctx) as (extra, cur):
+                inside = _inside_step.set(ctx)
+                try:
+                    result = self.fn(*extra, *args, **kwargs)
+                finally:
+                    _inside_step.reset(inside)
+                step = self._success(ctx, index, args, kwargs, started, number, result)
+                return ctx.record(step, input_data=step.input, output_data=step.output, cur=cur)
 
-        A failure to record (an output JSON cannot hold, a refused write) is not the
-        step's failure: it propagates and nothing is recorded. A database fault met by a
-        transactional step's own transaction is retried or settled, not counted.
-        """
-        ctx.check_signals()
-        if isinstance(exc, _RECORDING_FAILURES):
-            raise exc
-        return faults.verdict(exc) if self.kind == "transaction" else "failed"
+        outcome = self._attempts(ctx, index).run_sync(attempt)
+        if outcome.error is not None:
+            step = self._failure(ctx, index, args, kwargs, started, outcome.attempts)
+            error = codec.encode_error(outcome.error)
+            ctx.record(step, input_data=step.input, error_data=error)
+            raise outcome.error
+        return self._outcome(outcome.committed or _done(outcome.value))
 
     def _success(
         self,
@@ -390,6 +360,11 @@ def transaction(
     return decorate(fn) if fn is not None else decorate
 
 
+def _done(step: StepInfo | None) -> StepInfo:
+    assert step is not None
+    return step
+
+
 def _input_record(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A step's arguments for the audit; a value JSON cannot hold is named, not stored."""
     record: dict[str, Any] = {}
@@ -463,7 +438,7 @@ as WAITING with its wake-up time, holding no coroutine, thread or lease meanwhil
 
 def _sleep_step(ctx: RunContext, index: int, seconds: float) -> tuple[datetime, StepInfo | None]:
     """The sleep's deadline, and the step to record if the recording has none yet."""
-    recorded = ctx.replayed(index, "sleep", "sleep")
+    recorded = ctx.look_up(Requested(index, "sleep", "sleep")).recorded
     if recorded is not None:
         return datetime.fromisoformat(recorded.output["until"]), None
     now = ctx.clock()
