@@ -50,9 +50,8 @@ from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tool_steps import ToolExecution
 from agentdur.tools import Tool, tools_by_name
-from agentdur.workflow import Workflow
+from agentdur.workflow import Workflow, register_workflow
 
-_AGENTS: dict[str, Agent] = {}
 _NAME_RE = re.compile(r"^[\w.-]{1,100}$")
 
 Prompt = str | list[Message]
@@ -129,7 +128,9 @@ class Agent:
         self._definitions_json: list[dict[str, Any]] = []
         self._definitions_digest = ""
         self.workflow: Workflow[Any] = Workflow(self._loop_entry, f"agent:{name}")
-        _AGENTS[name] = self
+        # Known to the process by name, so a recovered run finds it; an agent built
+        # again under the same name (at run time, in a test) takes its place there.
+        register_workflow(self.workflow)
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, model={self.model!r}, tools={list(self.tools)})"
@@ -159,11 +160,6 @@ class Agent:
                 f"matching this JSON Schema: {codec.dumps(schema)}"
             )
         return "\n\n".join(parts) or None
-
-
-def find_agent(name: str) -> Agent | None:
-    """The agent registered under `name` in this process."""
-    return _AGENTS.get(name)
 
 
 def prompt_messages(prompt: Prompt) -> list[Message]:

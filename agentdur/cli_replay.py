@@ -54,8 +54,7 @@ def load_runtime(app: str, database_url: str | None) -> Runtime:
     if database_url is None:
         return target
     runtime = Runtime(database_url)
-    for agent in target._agents.values():  # agents the app registered on its Runtime
-        runtime.register(agent)
+    runtime.registry.include(target.registry)  # agents the app registered on its Runtime
     return runtime
 
 

@@ -96,8 +96,7 @@ def worker_runtime(app: str, database_url: str | None) -> Runtime:
         lease_seconds=target.lease_seconds,
         clock=target.clock,
     )
-    for agent in target._agents.values():  # agents the app registered on its Runtime
-        runtime.register(agent)
+    runtime.registry.include(target.registry)  # agents the app registered on its Runtime
     return runtime
 
 

@@ -110,8 +110,13 @@ class RunContext:
         recorded: dict[int, StepInfo],
         replay: bool = False,
         on_step: Callable[[StepInfo], None] | None = None,
+        unwritten: dict[tuple[str, int], Any] | None = None,
     ) -> None:
         self.store = store
+        self.unwritten = {} if unwritten is None else unwritten
+        """Outcomes of side effects this process knows but could not record, by
+        (run_id, step index), shared by every execution in the process: a run released
+        by a database fault settles its STARTED step from here when it resumes."""
         self.clock = clock
         self.run_id = run_id
         self.workflow = workflow

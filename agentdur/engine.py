@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 from typing_extensions import Self
 
 from agentdur import codec
-from agentdur.agent import Agent, find_agent
 from agentdur.context import Interrupted, RunContext
 from agentdur.errors import (
     RunInputMismatchError,
@@ -42,8 +41,9 @@ from agentdur.ownership import (
     default_executor_id,
     this_process,
 )
+from agentdur.registry import Registry
 from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
-from agentdur.workflow import Workflow, find_workflow, lookup_workflow
+from agentdur.workflow import Workflow, lookup_workflow
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ class Engine:
         self._scheduler: Scheduler | None = None
         self._active: dict[str, RunContext] = {}
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
-        self._agents: dict[str, Agent] = {}
+        self._unwritten: dict[tuple[str, int], Any] = {}
+        self.registry = Registry()
+        """The workflows (agents among them) this Runtime starts and recovers."""
         self._known_queues: set[str] = set()
         self._unrunnable: set[str] = set()
         self._starting: set[str] = set()
@@ -308,10 +310,7 @@ class Engine:
         )
 
     def _find_workflow(self, name: str) -> Workflow[Any] | None:
-        if name.startswith("agent:"):
-            agent = self._agents.get(name[6:]) or find_agent(name[6:])
-            return agent.workflow if agent is not None else None
-        return find_workflow(name)
+        return self.registry.find(name)
 
     def _existing(self, run_id: str, wf: Workflow[Any], input_data: Any) -> RunHandle:
         existing = self.get_run(run_id)
@@ -341,6 +340,7 @@ class Engine:
             recorded=recorded,
             replay=replay,
             on_step=on_step,
+            unwritten=self._unwritten,
         )
         ctx.values["fork"] = fork_settings(metadata)
         return ctx

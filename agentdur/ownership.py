@@ -46,13 +46,20 @@ class ProcessIdentity:
 
 
 def process_started(pid: int) -> str | None:
-    """When process `pid` started, as the kernel counts it; None if unknown or gone."""
+    """When process `pid` started, as `<pid namespace>:<start time>`; None if unknown.
+
+    The start time (field 22 of /proc/<pid>/stat) tells a live process from a dead one
+    whose pid was reused. The pid namespace says which processes may be compared at
+    all: containers that share a host name but not a pid namespace cannot see each
+    other's processes, so none of them may judge another dead.
+    """
     try:
+        namespace = os.readlink("/proc/self/ns/pid")
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5), starttime
+    return f"{namespace}:{fields[19]}" if len(fields) > 19 else None
 
 
 def this_process() -> ProcessIdentity:
@@ -65,26 +72,33 @@ def default_executor_id(identity: ProcessIdentity) -> str:
     return f"{identity.host}:{identity.pid}:{uuid.uuid4().hex[:8]}"
 
 
-def is_dead(pid: int, started: str | None) -> bool:
-    """Whether the process recorded as (pid, start time) on this host is gone."""
-    if pid == os.getpid():
-        return False
+def is_dead(pid: int, started: str | None, me: ProcessIdentity) -> bool:
+    """Whether another executor's process, recorded as (pid, start) on this host, is gone.
+
+    Only a process of our own pid namespace can be judged (see `process_started`). An
+    executor recorded with our own pid is another Runtime of this process if its start
+    time is ours, else an earlier process that had our pid (a restarted container's
+    pid 1, say).
+    """
+    if started is None or me.started is None:
+        return False  # no start time to go by (not Linux): wait for the lease
+    if started.rpartition(":")[0] != me.started.rpartition(":")[0]:
+        return False  # another pid namespace: its processes are not ours to see
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         pass  # it exists, under another user
-    now_started = process_started(pid)
-    return started is not None and now_started is not None and now_started != started
+    return process_started(pid) != started
 
 
 def dead_executors(store: SqlStore, identity: ProcessIdentity, me: str) -> list[str]:
-    """Ids of executors recorded on this host whose process is dead."""
+    """Ids of other executors recorded on this host whose process is dead."""
     return [
         executor_id
         for executor_id, pid, started in store.executors_on_host(identity.host)
-        if executor_id != me and is_dead(pid, started)
+        if executor_id != me and is_dead(pid, started, identity)
     ]
 
 

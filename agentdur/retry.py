@@ -2,9 +2,9 @@
 
 Exponential backoff with full jitter (the delay before attempt n+1 is uniform in
 [0, min(max_delay, backoff * 2**(n-1))]), except that a provider's Retry-After wins:
-when an error carries `retry_after`, that is the wait. Errors that say they are not
-worth retrying (`retryable = False`, e.g. an HTTP 400 from a model provider) are not
-retried whatever `retry_on` says.
+when an error carries `retry_after`, that is the wait (capped by `max_delay`). Errors
+that say they are not worth retrying (`retryable = False`, e.g. an HTTP 400 from a model
+provider) are not retried whatever `retry_on` says.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class RetryPolicy:
             return None
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and retry_after >= 0:
-            return float(retry_after)
+            # Honoured, but never longer than max_delay: a run waiting in process holds
+            # its lease and a coroutine, and a server's "come back in an hour" should not.
+            return min(float(retry_after), self.max_delay)
         ceiling = min(self.max_delay, self.backoff * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)

@@ -63,9 +63,14 @@ class Runtime(Operations):
 
     # -- agents ------------------------------------------------------------------------
 
-    def register(self, agent: Agent) -> Agent:
-        """Make an agent built at run time findable by name when its runs are recovered."""
-        self._agents[agent.name] = agent
+    def register(self, agent: Agent, *, replace: bool = False) -> Agent:
+        """Hold an agent in this Runtime, so that its runs are found when recovered.
+
+        Another agent already held under the same name is a `UsageError` (the
+        recording could not tell which one ran), unless `replace` swaps the new one in:
+        how a changed agent is replayed against runs recorded with the old one.
+        """
+        self.registry.add(agent.workflow, what="agent", replace=replace)
         return agent
 
     def start_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> RunHandle:

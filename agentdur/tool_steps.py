@@ -34,6 +34,9 @@ from agentdur.transactions import transaction_scope
 Outcome = tuple[StepInfo, BaseException | None]
 
 
+_UNKNOWN = object()
+
+
 def approval_topic(step_index: int) -> str:
     return f"approval:{step_index}"
 
@@ -196,6 +199,9 @@ class ToolExecution:
         ctx, store = self.ctx, self.ctx.store
         key = self.info.idempotency_key or ""
         if self.recorded is not None and self.recorded.status == "STARTED":
+            known = ctx.unwritten.pop((ctx.run_id, self.info.step_index), _UNKNOWN)
+            if known is not _UNKNOWN:  # this process saw the call end, the database did not
+                return await self._finish(key, known, self.recorded.attempts), None
             if not self.tool.has_reconcile:
                 await self._needs_attention(
                     f"tool {self.tool.name!r} started at step {self.info.step_index} but its "
@@ -267,17 +273,22 @@ class ToolExecution:
         step = self._done("SUCCEEDED", attempts)
         output_json, now = codec.dumps(output), ctx.clock()
         done = replace(step, input=self.input_data, output=output)
-        await ctx.write(
-            lambda: ctx.store.finish_effect(
-                step,
-                epoch=ctx.epoch,
-                key=key,
-                input_json=self.input_json,
-                output_json=output_json,
-                now=now,
-            ),
-            records=done,
-        )
+        try:
+            await ctx.write(
+                lambda: ctx.store.finish_effect(
+                    step,
+                    epoch=ctx.epoch,
+                    key=key,
+                    input_json=self.input_json,
+                    output_json=output_json,
+                    now=now,
+                ),
+                records=done,
+            )
+        except RunSuspended:
+            if ctx.suspended == "RELEASED":  # kept, to settle the step when it resumes here
+                ctx.unwritten[(ctx.run_id, step.step_index)] = result
+            raise
         return done
 
     async def _needs_attention(self, reason: str, *, step: StepInfo | None = None) -> NoReturn:

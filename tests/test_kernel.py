@@ -70,3 +70,14 @@ def test_an_llm_step_with_another_request_diverges() -> None:
     decision = _decide(recorded, other)
     assert decision.action is Action.DIVERGE
     assert decision.found == f"llm 'gpt' with request hash {'a' * 12}"
+
+
+def test_a_retry_after_longer_than_max_delay_is_capped() -> None:
+    from agentdur import ModelHTTPError
+    from agentdur.retry import RetryPolicy
+
+    policy = RetryPolicy(retries=3, max_delay=30.0)
+    an_hour = ModelHTTPError("slow down", status_code=429, retryable=True, retry_after=3600)
+    assert policy.delay(1, an_hour) == 30.0
+    a_second = ModelHTTPError("slow down", status_code=429, retryable=True, retry_after=1)
+    assert policy.delay(1, a_second) == 1.0

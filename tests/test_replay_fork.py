@@ -248,12 +248,12 @@ def test_changed_instructions_diverge_at_step_0_naming_the_message(
     router, original = recorded
     offline(router)
     before = table_dump(database_url)
-    rt.register(openai_agent(router, instructions="You are a terse support agent."))
+    rt.register(openai_agent(router, instructions="You are a terse support agent."), replace=True)
     try:
         with pytest.raises(agentdur.NonDeterminismError) as info:
             rt.replay("rec-1")
     finally:
-        rt.register(original)
+        rt.register(original, replace=True)
     assert info.value.index == 0
     message = str(info.value)
     assert "diverged from its recording at step 0" in message
@@ -267,12 +267,12 @@ def test_a_changed_tool_list_diverges_at_step_0(
 ) -> None:
     router, original = recorded
     offline(router)
-    rt.register(openai_agent(router, extra_tools=(email_customer,)))
+    rt.register(openai_agent(router, extra_tools=(email_customer,)), replace=True)
     try:
         with pytest.raises(agentdur.NonDeterminismError) as info:
             rt.replay("rec-1")
     finally:
-        rt.register(original)
+        rt.register(original, replace=True)
     assert info.value.index == 0
     assert "other tool definitions (lookup_order, refund_order, email_customer)" in str(info.value)
     assert COUNTS == {"lookup_order": 1, "refund_order": 1}
