@@ -1,6 +1,8 @@
 """agentdur: durable AI agents. Every LLM call and tool call is a checkpointed step."""
 
 from agentdur.agent import Agent, AgentResult
+from agentdur.audit import Audit, ToolCallRecord, UsageRecord
+from agentdur.cli_format import timeline, tool_calls_table, tree_lines
 from agentdur.errors import (
     AgentdurError,
     ConfigurationError,
@@ -17,6 +19,7 @@ from agentdur.errors import (
     RunFailedError,
     RunInputMismatchError,
     RunNotFoundError,
+    RunOutcomeError,
     SchemaVersionError,
     SerializationError,
     StepFailed,
@@ -28,12 +31,23 @@ from agentdur.errors import (
 )
 from agentdur.handle import RunHandle
 from agentdur.messaging import recv
+from agentdur.models import (
+    ModelResponse,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStarted,
+)
 from agentdur.queues import Queue, RateLimit
+from agentdur.recording import response_of
 from agentdur.retry import RetryPolicy
 from agentdur.runtime import Runtime
 from agentdur.store import RunInfo, StepInfo
 from agentdur.streaming import AgentStream
 from agentdur.tools import Tool, ToolContext, tool
+from agentdur.worker import Worker
 from agentdur.workflow import sleep, sleep_sync, step, transaction, workflow
 
 __all__ = [
@@ -41,12 +55,14 @@ __all__ = [
     "AgentResult",
     "AgentStream",
     "AgentdurError",
+    "Audit",
     "ConfigurationError",
     "FencedError",
     "MaxTurnsExceeded",
     "ModelBehaviorError",
     "ModelError",
     "ModelHTTPError",
+    "ModelResponse",
     "NeedsAttentionError",
     "NonDeterminismError",
     "NotRegisteredError",
@@ -60,6 +76,7 @@ __all__ = [
     "RunInfo",
     "RunInputMismatchError",
     "RunNotFoundError",
+    "RunOutcomeError",
     "Runtime",
     "SchemaVersionError",
     "SerializationError",
@@ -67,17 +84,30 @@ __all__ = [
     "StepInfo",
     "StoreError",
     "StoreUnavailable",
+    "StreamDone",
+    "StreamEvent",
+    "TextDelta",
     "Tool",
     "ToolArgumentsError",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallRecord",
+    "ToolCallStarted",
     "ToolContext",
     "UncertainEffect",
     "UsageError",
+    "UsageRecord",
+    "Worker",
     "recv",
+    "response_of",
     "sleep",
     "sleep_sync",
     "step",
+    "timeline",
     "tool",
+    "tool_calls_table",
     "transaction",
+    "tree_lines",
     "workflow",
 ]
 

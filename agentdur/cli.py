@@ -13,7 +13,9 @@ with `--json`.
 Exit codes: 0 on success; 2 for a usage or lookup error (bad arguments, bad or
 unreachable database URL, unknown run, schema mismatch), reported as one line on stderr
 that starts with `agentdur: error: ` and names the fix; 1 when an operation ran and
-failed (a replay diverged, a fork's run failed) or for any other agentdur error.
+failed (a replay diverged, a fork's run failed) or for any other agentdur error; 130
+after Ctrl-C (one line on stderr, no traceback); 141 when stdout closed early (`| head`),
+silently.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from agentdur.cli_format import (
     format_time,
     message_blocks,
     run_duration,
+    run_not_found,
     steps_table,
     table,
     to_json_text,
@@ -51,6 +54,7 @@ from agentdur.cli_format import (
 )
 from agentdur.cli_operations import add_operation_parsers
 from agentdur.cli_replay import cmd_fork, cmd_replay
+from agentdur.cli_terminal import BROKEN_PIPE, console_exit, interrupted
 from agentdur.cli_worker import add_worker_parser
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
@@ -81,10 +85,40 @@ def _runtime(args: argparse.Namespace) -> Runtime:
     store = rt.store
     if isinstance(store, SqliteStore) and not Path(store.path).expanduser().exists():
         raise CommandError(
-            f"no SQLite database at {store.path}: check --database-url or "
-            "AGENTDUR_DATABASE_URL, or create one with `agentdur db migrate`"
+            f"no SQLite database at {store.path}{_default_note(args)}: give --database-url "
+            "or set AGENTDUR_DATABASE_URL, or create one with `agentdur db migrate`"
+            + _elsewhere(store.path)
         )
     return rt
+
+
+def _default_note(args: argparse.Namespace) -> str:
+    return " (the default database)" if args.implicit_database_url else ""
+
+
+def _elsewhere(path: str) -> str:
+    """`; SQLite databases here: ...` naming up to three files below the working directory."""
+    found = [str(p) for p in sqlite_files_nearby() if p.resolve() != Path(path).resolve()]
+    if not found:
+        return ""
+    return f"; SQLite databases here: {', '.join(found)} (--database-url sqlite:///{found[0]})"
+
+
+def sqlite_files_nearby(limit: int = 3) -> list[Path]:
+    """SQLite database files in the working directory and its direct subfolders."""
+    found: list[Path] = []
+    for pattern in ("*", "*/*"):
+        for path in sorted(Path().glob(pattern)):
+            if len(found) == limit:
+                return found
+            if path.suffix not in (".db", ".sqlite", ".sqlite3") or not path.is_file():
+                continue
+            if any(part.startswith(".") for part in path.parts):
+                continue
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                if f.read(16) == b"SQLite format 3\x00":
+                    found.append(path)
+    return found
 
 
 def _runs_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -98,16 +132,29 @@ def _runs_list(args: argparse.Namespace, out: TextIO) -> int:
         _print_json([dataclasses.asdict(run) for run in runs], out)
         return 0
     if not runs:
-        print("no runs found", file=out)
-        return 0
-    rows = [
-        [r.run_id, r.workflow, r.status, format_time(r.created_at), format_seconds(run_duration(r))]
-        for r in runs
-    ]
-    headers = ["RUN ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION"]
-    print(table(headers, rows, right={4}), file=out)
+        print(f"no runs found in {rt.database_url}", file=out)
+    else:
+        rows = [
+            [
+                r.run_id,
+                r.workflow,
+                r.status,
+                format_time(r.created_at),
+                format_seconds(run_duration(r)),
+            ]
+            for r in runs
+        ]
+        headers = ["RUN ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION"]
+        print(table(headers, rows, right={4}), file=out)
     if more:
         print(f"(showing the newest {args.limit} runs; raise --limit to see more)", file=sys.stderr)
+    if args.implicit_database_url:
+        path = rt.store.path if isinstance(rt.store, SqliteStore) else ""
+        print(
+            f"(runs in {rt.database_url}, the default database: give --database-url or set "
+            f"AGENTDUR_DATABASE_URL to read another{_elsewhere(path)})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -406,20 +453,22 @@ def _one_line(message: str, url: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command in `argv` (default: `sys.argv[1:]`) and return its exit code."""
     url = DEFAULT_DATABASE_URL
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         args.explicit_database_url = getattr(args, "database_url", None)
-        url = args.explicit_database_url or (
-            os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
-        )
+        from_env = os.environ.get("AGENTDUR_DATABASE_URL")
+        args.implicit_database_url = not (args.explicit_database_url or from_env)
+        url = args.explicit_database_url or from_env or DEFAULT_DATABASE_URL
         args.database_url = url
         handler: Callable[[argparse.Namespace, TextIO], int] = args.handler
         return handler(args, sys.stdout)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except RunNotFoundError as exc:
-        hint = f"{exc}; `agentdur runs list` shows the runs in {mask_password(url)}"
-        print(f"{PROG}: error: {_one_line(hint, url)}", file=sys.stderr)
+        # the handler leaves in args.database_url the database it read (an app's, say)
+        where = mask_password(getattr(args, "database_url", url))
+        print(f"{PROG}: error: {_one_line(run_not_found(exc, where), url)}", file=sys.stderr)
         return 2
     except (CommandError, UsageError, StoreUnavailable) as exc:
         print(f"{PROG}: error: {_one_line(str(exc), url)}", file=sys.stderr)
@@ -427,13 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     except AgentdurError as exc:
         print(f"{PROG}: error: {_one_line(str(exc), url)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `agentdur ... | head`: the reader has what it wanted
+        return BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return interrupted()
 
 
 def console_main() -> NoReturn:
     """Entry point of the `agentdur` console script."""
-    sys.exit(main())
+    console_exit(main)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ import dataclasses
 import io
 import json
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agentdur import recording
+from agentdur.errors import RunNotFoundError
 from agentdur.fork import fork_settings
 from agentdur.models import AssistantMessage, Message, ToolResultMessage
 from agentdur.store import RunInfo, StepInfo
@@ -76,6 +77,11 @@ def cut(text: str, width: int) -> str:
     """`text` on one line, cut to `width` characters."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_not_found(exc: RunNotFoundError, database: str) -> str:
+    """The lookup error of an unknown run id, naming the database read, hint once."""
+    return f"no run with id {exc.run_id!r} in {database}; `agentdur runs list` shows its runs"
 
 
 def error_text(error: Any) -> str:
@@ -188,7 +194,8 @@ def timeline_detail(step: StepInfo) -> str:
         if response is not None and response.tool_calls:
             parts.append("calls " + ", ".join(call.name for call in response.tool_calls))
         elif response is not None:
-            parts.append("answers " + cut(json.dumps(response.text or ""), DETAIL_WIDTH))
+            text = json.dumps(response.text or "", ensure_ascii=False)
+            parts.append("answers " + cut(text, DETAIL_WIDTH))
     elif step.kind == "tool" and isinstance(step.input, dict):
         arguments = step.input.get("arguments", step.input.get("raw_arguments"))
         parts.append(compact(arguments, DETAIL_WIDTH // 2))
@@ -312,16 +319,49 @@ def tool_calls_table(calls: Sequence[ToolCallRecord]) -> str:
     return table(headers, rows, right={3})
 
 
+TOOL_CALL_COLUMNS = (
+    "run_id",
+    "agent",
+    "step_index",
+    "tool",
+    "arguments",
+    "result",
+    "error",
+    "effect",
+    "idempotency_key",
+    "status",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "inherited",
+    "inherited_from",
+    "dry_run",
+    "deduplicated",
+)
+"""The columns of the `tool_calls` view, in its order: the header of `--csv`."""
+
+
+def tool_call_row(call: ToolCallRecord) -> dict[str, Any]:
+    """A ToolCallRecord under the `tool_calls` view's column names."""
+    row = dataclasses.asdict(call)
+    row["attempts"] = row.pop("attempt")
+    duration = row.pop("duration")
+    row["finished_at"] = None if duration is None else call.started_at + timedelta(seconds=duration)
+    row["duration_ms"] = None if duration is None else round(duration * 1000, 1)
+    return row
+
+
 def tool_calls_csv(calls: Sequence[ToolCallRecord]) -> str:
-    """The tool calls as CSV with a header row; JSON values as compact JSON text."""
+    """The tool calls as CSV with the view's columns as header; JSON values as JSON text."""
     out = io.StringIO()
-    names = [f.name for f in dataclasses.fields(ToolCallRecord)]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(names)
+    writer.writerow(TOOL_CALL_COLUMNS)
     for call in calls:
+        record = tool_call_row(call)
         row = []
-        for name in names:
-            value = getattr(call, name)
+        for name in TOOL_CALL_COLUMNS:
+            value = record[name]
             if name in ("arguments", "result", "error"):
                 value = "" if value is None else json.dumps(value, ensure_ascii=False)
             elif isinstance(value, bool):

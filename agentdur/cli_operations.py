@@ -36,7 +36,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from agentdur.cli_args import step_index
-from agentdur.cli_format import VALUE_WIDTH, CommandError, cut, error_text
+from agentdur.cli_format import VALUE_WIDTH, CommandError, cut, error_text, run_not_found
 from agentdur.cli_replay import load_runtime
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
@@ -159,13 +159,11 @@ def _operate(args: argparse.Namespace, out: TextIO, decide: Callable[[Runtime], 
             return 0
         return _follow(rt, args.run_id, out)
     except RunNotFoundError as exc:
-        return _error(f"{exc}; `agentdur runs list` shows the runs in {mask_password(url)}", url, 2)
+        return _error(run_not_found(exc, mask_password(url)), url, 2)
     except (CommandError, UsageError, StoreUnavailable) as exc:
         return _error(str(exc), url, 2)
     except AgentdurError as exc:
         return _error(str(exc), url, 1)
-    except KeyboardInterrupt:
-        return 130
     finally:
         if rt is not None:
             rt.close()

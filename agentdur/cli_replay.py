@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 from agentdur import codec
 from agentdur.cli_format import CommandError, compact, cut, error_text, timeline, timeline_line
 from agentdur.errors import NonDeterminismError, StepFailed, UsageError
+from agentdur.models import ModelResponse, Usage
 from agentdur.runtime import Runtime
 from agentdur.store import FINISHED, RunInfo, StepInfo
 
@@ -53,7 +55,26 @@ def load_runtime(app: str, database_url: str | None) -> Runtime:
         )
     if database_url is None:
         return target
-    runtime = Runtime(database_url)
+    return runtime_like(target, database_url)
+
+
+def runtime_like(
+    target: Runtime,
+    database_url: str | None,
+    *,
+    executor_id: str | None = None,
+    lease_seconds: float | None = None,
+) -> Runtime:
+    """A new Runtime with the app Runtime's options and agents, on another database
+    (None: the app's own) or with another lease; its own executor id unless given."""
+    runtime = Runtime(
+        database_url or target._url,
+        executor_id=executor_id,
+        lease_seconds=target.lease_seconds if lease_seconds is None else lease_seconds,
+        write_retry_seconds=target.store.write_retry_seconds,
+        poll_interval=target.poll_interval,
+        clock=target.clock,
+    )
     runtime.registry.include(target.registry)  # agents the app registered on its Runtime
     return runtime
 
@@ -117,6 +138,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     if args.workflow is not None and args.agent is not None:
         raise CommandError("give --workflow or --agent, not both")
     rt = load_runtime(args.app, args.explicit_database_url)
+    args.database_url = rt.database_url  # named by a lookup error
     try:
         if args.run_id is not None:
             run = rt.get_run(args.run_id)
@@ -159,14 +181,58 @@ def fork_point(steps: list[StepInfo], args: argparse.Namespace) -> int:
     return index if args.response_file is not None else index + 1
 
 
+RESPONSE_KEYS = tuple(name for name in ModelResponse.model_fields if name != "raw")
+"""What an edited response may hold (`ModelResponse` without its provider body `raw`)."""
+TOOL_CALL_KEYS = ("name", "arguments", "id", "raw_arguments")
+"""A tool call's: `name` is required, the fork fills in the rest."""
+
+
+def read_response_file(path: str) -> dict[str, Any]:
+    """The edited response in `--response-file`: a JSON object with known keys only."""
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read --response-file: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"--response-file {path} is not JSON ({exc.msg} at line {exc.lineno} column "
+            f"{exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise CommandError(f'--response-file {path} must hold a JSON object like {{"text": "..."}}')
+    _known_keys(path, "", data, RESPONSE_KEYS)
+    calls = data.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise CommandError(f"--response-file {path}: tool_calls must be a list")
+    for position, call in enumerate(calls):
+        if not isinstance(call, dict) or "name" not in call:
+            raise CommandError(
+                f"--response-file {path}: tool_calls[{position}] must be an object with a "
+                '"name" and "arguments"'
+            )
+        _known_keys(path, f"tool_calls[{position}] ", call, TOOL_CALL_KEYS)
+    if isinstance(data.get("usage"), dict):
+        _known_keys(path, "usage ", data["usage"], tuple(Usage.model_fields))
+    return data
+
+
+def _known_keys(path: str, where: str, data: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        names = ", ".join(repr(key) for key in unknown)
+        raise CommandError(
+            f"--response-file {path}: unknown {where}key {names} (known: {', '.join(known)})"
+        )
+
+
 def cmd_fork(args: argparse.Namespace, out: TextIO) -> int:
     response = None
     if args.response_file:
-        try:
-            response = Path(args.response_file).read_text("utf-8")
-        except OSError as exc:
-            raise CommandError(f"cannot read --response-file: {exc}") from None
+        response = read_response_file(args.response_file)
     rt = load_runtime(args.app, args.explicit_database_url)
+    args.database_url = rt.database_url  # named by a lookup error
     try:
         at_step = fork_point(rt.steps(args.run_id), args)
         handle = rt.fork(
@@ -178,7 +244,7 @@ def cmd_fork(args: argparse.Namespace, out: TextIO) -> int:
             dry_run=args.dry_run,
         )
         how = [f"model {args.model}"] if args.model else []
-        how += ["edited response"] if response else []
+        how += ["edited response"] if response is not None else []
         how += ["dry run"] if args.dry_run else []
         print(
             f"forked run {args.run_id} at step {at_step} into {handle.run_id}"

@@ -1,18 +1,19 @@
 """`agentdur worker`: serve queues until SIGTERM.
 
-    agentdur worker --app myapp:rt [--queue docs ...] [--concurrency 8]
+    agentdur worker --app myapp:rt [--queue docs ...] [--concurrency 8] [--lease-seconds 30]
 
 `--app MODULE:ATTR` names the application's Runtime (or a callable returning one);
 importing MODULE defines its workflows, agents and queues. The worker takes runs from the
 queues (default: every queue the module defines) within their limits, heartbeats,
-recovers the runs of workers whose lease expired, and on SIGTERM (or Ctrl-C) takes no
-more work, lets what it holds finish for `--grace` seconds and releases the rest for the
-other workers, then exits 0.
+recovers the runs of workers whose lease expired, and on SIGTERM takes no more work, lets
+what it holds finish for `--grace` seconds and releases the rest for the other workers,
+then exits 0. Ctrl-C does the same and exits 130 with one line on stderr; a second
+Ctrl-C stops at once (what it held is recovered once its lease expires).
 
 Each process is its own executor by default (`<host>:<pid>:<random>`, see ownership.py),
-so any number of workers can share one database. `--database-url` replaces the app
-Runtime's database (a new Runtime with the app's lease and executor id); without it the
-app's own Runtime is used as is.
+so any number of workers can share one database. `--database-url` or `--lease-seconds`
+gives the worker a new Runtime with the app Runtime's other options and executor id;
+without them the app's own Runtime is used as is.
 
 Also runnable on its own: `python -m agentdur.cli_worker --app myapp:rt ...`.
 """
@@ -24,11 +25,12 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from agentdur.cli_args import positive_int, seconds
 from agentdur.cli_format import CommandError
-from agentdur.cli_replay import load_runtime
+from agentdur.cli_replay import load_runtime, runtime_like
+from agentdur.cli_terminal import BROKEN_PIPE, console_exit, interrupted
 from agentdur.errors import AgentdurError, NotRegisteredError, StoreUnavailable, UsageError
 from agentdur.queues import registered_queues
 from agentdur.runtime import Runtime
@@ -65,6 +67,13 @@ def _add_arguments(cmd: argparse.ArgumentParser) -> None:
         "where LISTEN/NOTIFY wakes the worker at once and polling is only the fallback)",
     )
     cmd.add_argument(
+        "--lease-seconds",
+        type=_lease,
+        metavar="S",
+        help="how long this worker's runs stay its own without a heartbeat: others take "
+        "them over this long after it dies (default: the app Runtime's, 30)",
+    )
+    cmd.add_argument(
         "--grace",
         type=seconds,
         default=30.0,
@@ -85,19 +94,23 @@ def add_worker_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     cmd.set_defaults(handler=cmd_worker)
 
 
-def worker_runtime(app: str, database_url: str | None) -> Runtime:
-    """The app's Runtime (or one on `database_url`), with an executor id of its own."""
+def _lease(text: str) -> float:
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (more than 0), got {text!r}")
+    return value
+
+
+def worker_runtime(
+    app: str, database_url: str | None, *, lease_seconds: float | None = None
+) -> Runtime:
+    """The app's Runtime, or one like it on `database_url` or with `lease_seconds`."""
     target = load_runtime(app, None)
-    if database_url is None:
+    if database_url is None and lease_seconds is None:
         return target
-    runtime = Runtime(
-        database_url,
-        executor_id=target.executor_id,
-        lease_seconds=target.lease_seconds,
-        clock=target.clock,
+    return runtime_like(
+        target, database_url, executor_id=target.executor_id, lease_seconds=lease_seconds
     )
-    runtime.registry.include(target.registry)  # agents the app registered on its Runtime
-    return runtime
 
 
 def _setup_logging() -> None:
@@ -112,9 +125,9 @@ def _setup_logging() -> None:
 
 
 def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the queues until SIGTERM or Ctrl-C; 0 after a clean stop."""
+    """Serve the queues until SIGTERM (then 0) or Ctrl-C (then 130, one stderr line)."""
     explicit_url = getattr(args, "explicit_database_url", None)
-    rt = worker_runtime(args.app, explicit_url)
+    rt = worker_runtime(args.app, explicit_url, lease_seconds=args.lease_seconds)
     if args.queue:
         try:
             worker = Worker(
@@ -141,14 +154,26 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
             grace=args.grace,
         )
     _setup_logging()
+    ctrl_c = threading.Event()
+    previous: Any = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+
+        def on_ctrl_c(*_: Any) -> None:
+            ctrl_c.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # again: at once
+            worker.stop()
+
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
     names = ", ".join(q.name for q in worker.queues)
-    print(f"worker {rt.executor_id} serving {names} on {rt.database_url}", file=out, flush=True)
     try:
+        print(f"worker {rt.executor_id} serving {names} on {rt.database_url}", file=out, flush=True)
         worker.run()
     finally:
         rt.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if ctrl_c.is_set():
+        return interrupted(f"interrupted: worker {rt.executor_id} stopped")
     print(f"worker {rt.executor_id} stopped", file=out, flush=True)
     return 0
 
@@ -175,9 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     except AgentdurError as exc:
         print(f"agentdur: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        return interrupted()
+
+
+def console_main() -> NoReturn:
+    """`python -m agentdur.cli_worker`."""
+    console_exit(main)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

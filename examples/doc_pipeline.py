@@ -34,7 +34,6 @@ from typing import Any
 
 import agentdur
 from agentdur.models import Model, OpenAIChat, Scripted, SystemMessage, UserMessage
-from agentdur.worker import Worker
 
 DOCS = Path(__file__).resolve().parent / "docs"
 EXECUTOR_ID = "doc-pipeline"
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         done_before = counts(rt, run_ids).get("SUCCEEDED", 0)
         if done_before:
             print(f"{done_before} of {len(docs)} already summarised by an earlier process")
-        worker = Worker(rt, [queue], grace=10.0)
+        worker = agentdur.Worker(rt, [queue], grace=10.0)
         serving = threading.Thread(target=worker.run, name="doc-pipeline-worker", daemon=True)
         serving.start()
         try:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import agentdur
-from agentdur.cli_format import timeline, tool_calls_table, tree_lines
 from agentdur.models import Message, ModelResponse, ToolResultMessage, Usage
 from agentdur.testing import Scripted, ScriptInfo
 
@@ -100,15 +99,15 @@ def main(database_url: str) -> None:
         run_ids = [original.run_id, edited.run_id, dry.run_id]
 
         print("== run tree ==")
-        print("\n".join(tree_lines(rt.audit.run_tree(original.run_id), original.run_id)))
+        print("\n".join(agentdur.tree_lines(rt.audit.run_tree(original.run_id), original.run_id)))
         for run_id in run_ids:
             run = rt.get_run(run_id)
             print(f"\n== timeline: {run_id} ({run.status}) ==")
-            print(timeline(rt.steps(run_id)))
+            print(agentdur.timeline(rt.steps(run_id)))
             print(f"answer: {run.output['output']}")
         calls = [c for c in rt.audit.tool_calls(agent=agent.name) if c.run_id in run_ids]
         print("\n== audit ==")
-        print(tool_calls_table(calls))
+        print(agentdur.tool_calls_table(calls))
     print(f"\nrefunds the payments service executed: {len(PAYMENTS)}")
 
 

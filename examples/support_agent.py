@@ -5,6 +5,10 @@
     python examples/support_agent.py                   # ...and the run resumes at step 3
     python examples/support_agent.py --model openai:gpt-4.1-mini  # or anthropic:NAME
 
+It is also an app for the `agentdur` commands that execute code (run from the repository
+root, as in the README): `agentdur replay support-demo --app examples.support_agent:rt`,
+`agentdur fork support-demo --at 2 --dry-run --app examples.support_agent:rt`.
+
 The agent looks the order up (`read_only`), refunds it through a payments service
 (`side_effect`: a real HTTP server on 127.0.0.1 with a JSON ledger), emails a confirmation
 (`idempotent`) and answers. A restarted process replays the recorded steps (no second
@@ -28,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import payments_service
-
 import agentdur
 from agentdur.models import (
     AnthropicMessages,
@@ -40,8 +42,13 @@ from agentdur.models import (
     Scripted,
     ScriptInfo,
 )
-from agentdur.recording import response_of
 
+if __package__:  # imported as an app: --app examples.support_agent:rt
+    from . import payments_service
+else:  # run as a script: python examples/support_agent.py
+    import payments_service
+
+DATABASE_URL = "sqlite:///demo-state/support.db"
 CUSTOMER = (
     "Hi, my order A1042 arrived yesterday and the teapot's lid is cracked. "
     "Can I get my money back? - Dana"
@@ -50,8 +57,24 @@ ORDERS = {  # the shop's database, for lookup_order
     "A1042": {"customer": "Dana Whitfield", "email": "dana@example.com", "status": "delivered",
               "items": ["Stoneware teapot, 1.2 l"], "total_cents": 3900},
 }  # fmt: skip
-# Where the tools find the outside world; main() fills these in.
-world: dict[str, Any] = {"payments_url": "", "outbox": Path("outbox")}
+# Where the tools find the outside world: the demo's state folder unless main() is told
+# otherwise. Without a payments URL (imported as an app) a tool starts the service itself.
+world: dict[str, Any] = {
+    "payments_url": "",
+    "ledger": Path("demo-state/payments.json"),
+    "outbox": Path("demo-state/outbox"),
+}
+_service_lock = threading.Lock()
+
+
+def payments_url() -> str:
+    """The payments service's URL; started on the ledger at the first call if need be."""
+    with _service_lock:
+        if not world["payments_url"]:
+            world["ledger"].parent.mkdir(parents=True, exist_ok=True)
+            world["payments_url"] = payments_service.PaymentsService(world["ledger"]).start()
+        url: str = world["payments_url"]
+        return url
 
 
 # -- tools ---------------------------------------------------------------------------------
@@ -80,14 +103,14 @@ def refund_order(
     """
     console.sync_point()
     return payments_service.create_refund(
-        world["payments_url"], order_id, amount_cents, reason, idempotency_key=ctx.idempotency_key
+        payments_url(), order_id, amount_cents, reason, idempotency_key=ctx.idempotency_key
     )
 
 
 @refund_order.reconcile
 def refund_happened(ctx: agentdur.ToolContext) -> dict[str, Any] | None:
     """After a crash during the refund: ask the payments service whether it happened."""
-    return payments_service.find_refund(world["payments_url"], ctx.idempotency_key)
+    return payments_service.find_refund(payments_url(), ctx.idempotency_key)
 
 
 @agentdur.tool(effect="idempotent")
@@ -145,6 +168,17 @@ def make_model(spec: str) -> Model:
     return adapter(name)
 
 
+def build_agent(model: Model) -> agentdur.Agent:
+    return agentdur.Agent(
+        "support",
+        model,
+        tools=[lookup_order, refund_order, send_email],
+        instructions="You are a friendly support agent for a homeware shop. Look the order up "
+        "before acting. Refund damaged items in full, email the customer a confirmation, then "
+        "answer briefly.",
+    )
+
+
 # -- printing steps as they are checkpointed -------------------------------------------------
 
 
@@ -160,30 +194,47 @@ class Console:
 
     def sync_point(self) -> None:
         """Called by the main thread's polling and as each model or tool call starts."""
-        assert self.rt is not None
+        if self.rt is None:
+            return  # imported as an app: the agentdur command prints the steps
         with self.lock:
             for step in self.rt.steps(self.run_id)[self.shown :]:
                 if step.status not in ("SUCCEEDED", "ERROR"):
                     break  # a refund is recorded STARTED before the call: not yet a checkpoint
-                print(f"  step {step.step_index} {describe(step)}", flush=True)
+                say(f"  step {step.step_index} {describe(step)}")
                 self.shown += 1
             if self.crash_at and self.shown >= self.crash_at:
-                print(f"  ... {self.shown} steps checkpointed: SIGKILL", flush=True)
+                say(f"  ... {self.shown} steps checkpointed: SIGKILL")
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
 console = Console()
+agent = build_agent(make_model("scripted"))
+rt = agentdur.Runtime(DATABASE_URL)
+"""The app for `agentdur replay/fork --app examples.support_agent:rt`; main() opens its own."""
+rt.register(agent)
+
+
+def say(text: str) -> None:
+    """Print and flush; once stdout is gone (`| head`), print nothing more and go on."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the exit's flush finds somewhere to write
+        os.close(devnull)
 
 
 def describe(step: agentdur.StepInfo, width: int = 64) -> str:
     """`llm   scripted      SUCCEEDED calls refund_order({...})`, cut to fit a line."""
     if step.status != "SUCCEEDED":
-        text = json.dumps(step.error)
+        text = json.dumps(step.error, ensure_ascii=False)
     elif step.kind != "llm":
-        text = json.dumps(step.output)
+        text = json.dumps(step.output, ensure_ascii=False)
     else:
-        response = response_of(step)
-        calls = [f"{c.name}({json.dumps(c.arguments)})" for c in response.tool_calls]
+        response = agentdur.response_of(step)
+        calls = [
+            f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in response.tool_calls
+        ]
         text = "calls " + ", ".join(calls) if calls else f"answers {response.text!r}"
     text = text if len(text) <= width else text[: width - 3] + "..."
     return f"{step.kind:5} {step.name:13} {step.status} {text}"
@@ -195,7 +246,7 @@ def describe(step: agentdur.StepInfo, width: int = 64) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description="A durable customer-support agent demo.")
     parser.add_argument("--model", default="scripted", help="scripted, openai:M or anthropic:M")
-    parser.add_argument("--database-url", default="sqlite:///demo-state/support.db")
+    parser.add_argument("--database-url", default=DATABASE_URL)
     parser.add_argument("--crash-after", type=int, default=0, help="SIGKILL after N steps")
     parser.add_argument("--fresh", action="store_true", help="delete the state, start over")
     args = parser.parse_args()
@@ -204,8 +255,9 @@ def main() -> int:
     db_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
     state = db_file.parent if db_file else Path("demo-state")  # ledger next to the database
     ledger, marker, world["outbox"] = state / "payments.json", state / "run-id", state / "outbox"
+    world["ledger"] = ledger
     if args.crash_after and not args.fresh and finished(url, run_id_of(marker, args.model)):
-        print("(the last run had finished: --crash-after starts another, as with --fresh)\n")
+        say("(the last run had finished: --crash-after starts another, as with --fresh)\n")
         args.fresh = True
     if args.fresh:
         fresh_start(url, db_file, state, marker)
@@ -213,40 +265,34 @@ def main() -> int:
 
     service = payments_service.PaymentsService(ledger)
     world["payments_url"] = service.start()
-    agent = agentdur.Agent(
-        "support",
-        make_model(args.model),
-        tools=[lookup_order, refund_order, send_email],
-        instructions="You are a friendly support agent for a homeware shop. Look the order up "
-        "before acting. Refund damaged items in full, email the customer a confirmation, then "
-        "answer briefly.",
-    )
-    print(f"database:        {url}\npayments ledger: {ledger} (service at {world['payments_url']})")
-    print(f"email outbox:    {world['outbox']}/\nrun id:          {run_id}\n")
-    print(textwrap.fill("customer: " + CUSTOMER, 92) + "\n")
+    demo_agent = agent if args.model == "scripted" else build_agent(make_model(args.model))
+    say(f"database:        {url}\npayments ledger: {ledger} (service at {world['payments_url']})")
+    say(f"email outbox:    {world['outbox']}/\nrun id:          {run_id}\n")
+    say(textwrap.fill("customer: " + CUSTOMER, 92) + "\n")
 
-    rt = agentdur.Runtime(url, executor_id="support-demo", recover=True)
-    console.rt, console.run_id = rt, run_id
+    runtime = agentdur.Runtime(url, executor_id="support-demo", recover=True)
+    console.rt, console.run_id = runtime, run_id
     with contextlib.suppress(agentdur.RunNotFoundError):  # a run from an earlier process?
-        status = rt.get_run(run_id).status
+        status = runtime.get_run(run_id).status
         console.sync_point()  # print the steps the database holds
         done = "resumes now" if status == "RUNNING" else f"is {status}: nothing runs again"
-        print(f"  ^ {console.shown} steps recorded by an earlier process; the run {done}")
+        say(f"  ^ {console.shown} steps recorded by an earlier process; the run {done}")
     console.crash_at = console.shown + args.crash_after if args.crash_after else 0
-    with rt:  # opening it resumes the run if a crash interrupted it
-        handle = rt.start_agent(agent, CUSTOMER, run_id=run_id)
+    with runtime:  # opening it resumes the run if a crash interrupted it
+        handle = runtime.start_agent(demo_agent, CUSTOMER, run_id=run_id)
         result = follow(handle)
-        run = rt.get_run(run_id)
+        run = runtime.get_run(run_id)
     service.stop()
     if result is None:
         return 1
     counts = payments_service.stats(ledger, key_prefix=f"{run_id}:")  # this run's refunds
-    print("\n" + textwrap.fill("agent: " + result["output"], 92) + "\n")
-    print(
+    say("\n" + textwrap.fill("agent: " + result["output"], 92) + "\n")
+    say(
         f"run {run_id}: {run.status}, {console.shown} steps, executed by {run.attempts} "
         f"process(es)\npayments service: refunds executed: {counts['refunds_executed']} "
         f"(requests received: {counts['requests_received']})"
     )
+    say(f"inspect it:      agentdur runs show {run_id} --database-url {url}")
     return 0
 
 
@@ -260,7 +306,7 @@ def follow(handle: agentdur.RunHandle) -> dict[str, Any] | None:
             continue
         except agentdur.AgentdurError as exc:
             result = None
-            print(f"the run stopped: {exc}")
+            say(f"the run stopped: {exc}")
         console.sync_point()
         return result
 
@@ -296,4 +342,13 @@ def fresh_start(url: str, db_file: Path | None, state: Path, marker: Path) -> No
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback
+        print(
+            "interrupted: the steps checkpointed so far stay recorded; "
+            "run the demo again to resume the run",
+            file=sys.stderr,
+        )
+        code = 130
+    sys.exit(code)

@@ -149,7 +149,7 @@ def test_runs_list_on_an_empty_database(
 ) -> None:
     assert run_cli(capsys, "runs", "list", "--database-url", database_url) == (
         0,
-        "no runs found\n",
+        f"no runs found in {rt.database_url}\n",
         "",
     )
     code, out, _ = run_cli(capsys, "runs", "list", "--json", "--database-url", database_url)
@@ -301,7 +301,8 @@ def test_unknown_run_exits_2_with_one_line(
             capsys, "runs", command, "no-such-run", "--database-url", database_url
         )
         assert (code, out) == (2, "")
-        assert_one_error_line(err, "no run with id 'no-such-run'", "agentdur runs list")
+        assert_one_error_line(err, f"no run with id 'no-such-run' in {rt.database_url}; ")
+        assert err.count("agentdur runs list") == 1, err  # the hint once
 
 
 def test_bad_url_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -395,7 +396,10 @@ def test_db_migrate_applies_then_reports_up_to_date(
     assert out.splitlines()[-1].startswith(f"schema is now at version {latest} ")
     code, out, _ = run_cli(capsys, "db", "migrate", "--database-url", url)
     assert (code, out) == (0, f"schema is up to date (version {latest})\n")
-    assert run_cli(capsys, "runs", "list", "--database-url", url)[:2] == (0, "no runs found\n")
+    assert run_cli(capsys, "runs", "list", "--database-url", url)[:2] == (
+        0,
+        f"no runs found in {url}\n",
+    )
 
 
 def test_db_migrate_on_a_migrated_database_is_up_to_date(

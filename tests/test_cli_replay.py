@@ -7,16 +7,21 @@ with that app's agent on each backend.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import agentdur
@@ -299,6 +304,18 @@ def test_fork_usage_errors_exit_2_and_write_nothing(
         "cannot read --response-file",
     )
     one_error_line(cli(database_url, "fork", "c-a1", "--app", APP), "one of the arguments --at")
+    bad_files = [
+        ('{"txt": "hi"}', "unknown key 'txt' (known: text, tool_calls, stop_reason, usage, "),
+        ('{"tool_calls": [{"name": "x", "args": {}}]}', "unknown tool_calls[0] key 'args'"),
+        ('{"text": "hi", "usage": {"input": 3}}', "unknown usage key 'input'"),
+        ('{"tool_calls": [{"arguments": {}}]}', 'tool_calls[0] must be an object with a "name"'),
+        ('["hi"]', 'must hold a JSON object like {"text": "..."}'),
+        ('{"text": "hi",}', "is not JSON (Expecting property name"),
+    ]
+    for content, fragment in bad_files:
+        answer.write_text(content)
+        argv = ["fork", "c-a1", "--after-llm", "1", "--response-file", str(answer), "--app", APP]
+        one_error_line(cli(database_url, *argv), f"--response-file {answer}", fragment)
     assert table_dump(database_url) == before
 
 
@@ -431,3 +448,133 @@ def test_audit_usage(history: agentdur.Runtime, database_url: str) -> None:
     assert done.stdout.splitlines()[1].split() == ["audit-support", "3", "300", "30", "330"]
     done = cli(database_url, "audit", "usage", "--agent", "nobody")
     assert done.stdout == "no LLM calls found\n"
+
+
+# -- the README's debugging commands, verbatim -----------------------------------------
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first fenced block of `language` after the README heading matching `heading`."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    found = re.search(rf"^#+ .*{heading}.*$", text, re.MULTILINE)
+    assert found, f"README.md has no heading matching {heading!r}"
+    block = re.search(rf"^```{language}\n(.*?)^```", text[found.end() :], re.S | re.M)
+    assert block, f"README.md has no {language} block under {found.group()!r}"
+    return block.group(1)
+
+
+def readme_sql(heading: str) -> list[str]:
+    """Every SQL block between the heading matching `heading` and the next heading."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    found = re.search(rf"^#+ .*{heading}.*$", text, re.MULTILINE)
+    assert found
+    section = re.split(r"^#", text[found.end() :], maxsplit=1, flags=re.M)[0]
+    return re.findall(r"^```sql\n(.*?)^```", section, re.S | re.M)
+
+
+def commands_and_outputs(block: str) -> list[tuple[str, list[str]]]:
+    """The block's command lines, each with the `#` lines after it (what it prints)."""
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("#"):
+            assert commands, f"an output line before any command: {line!r}"
+            commands[-1][1].append(line[1:])
+        elif line.strip():
+            commands.append((line, []))
+    return commands
+
+
+def printed_in_order(expected: list[str], out: str) -> None:
+    """Each expected line matches a later line of `out`; `...` stands for anything."""
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    position = 0
+    for want in expected:
+        parts = [re.escape(" ".join(part.split())) for part in want.split("...")]
+        pattern = re.compile(".*".join(parts))
+        while position < len(lines) and not pattern.search(lines[position]):
+            position += 1
+        assert position < len(lines), f"{want.strip()!r} not printed in order:\n{out}"
+        position += 1
+
+
+def demo_folder(folder: Path) -> Path:
+    """A folder holding a copy of the demo where a repository root holds it."""
+    (folder / "examples").mkdir()
+    for name in ("support_agent.py", "payments_service.py"):
+        shutil.copy(ROOT / "examples" / name, folder / "examples" / name)
+    return folder
+
+
+def test_the_readmes_debugging_commands_work_verbatim_on_the_demos_database(
+    tmp_path: Path,
+) -> None:
+    folder = demo_folder(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTDUR_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    commands = commands_and_outputs(readme_block("Debugging", "bash"))
+    assert len(commands) >= 10
+    for command, expected in commands:
+        exported = re.fullmatch(r"export (\w+)=(\S+)", command.strip())
+        if exported:
+            env[exported.group(1)] = exported.group(2)
+            continue
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (done.returncode, done.stderr) == (0, ""), f"{command}\n{done.stdout}"
+        printed_in_order(expected, done.stdout)
+
+    # The audit SQL finds the demo's one refund: not the dry-run fork's simulated one, nor
+    # the copy a fork after the refund inherits.
+    inherit = "agentdur fork support-demo --at 4 --new-run-id support-after --app "
+    done = subprocess.run(
+        ["bash", "-c", inherit + "examples.support_agent:rt"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert re.search(r"3 +tool +refund_order +SUCCEEDED .*\[inherited\]", done.stdout)
+    database = folder / "demo-state" / "support.db"
+    refunds, failures = readme_sql("SQLite")
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute(refunds).fetchall()
+        assert [row[:4] for row in rows] == [("support-demo", "support", "A1042", 39.0)]
+        assert conn.execute(failures).fetchall() == []
+        columns = [c[1] for c in conn.execute("PRAGMA table_info(tool_calls)").fetchall()]
+    csv_header = commands[-1][1][-1].strip()
+    assert csv_header.split(",") == columns  # `agentdur audit tools --csv`: the view's columns
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_readmes_postgres_audit_sql_finds_the_demos_refund(
+    tmp_path: Path, database_url: str
+) -> None:
+    postgres_url = database_url  # emptied
+    folder = demo_folder(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTDUR_")}
+    demo = [sys.executable, "examples/support_agent.py", "--database-url", postgres_url]
+    done = subprocess.run(demo, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    fork = ["fork", "support-demo", "--at", "2", "--dry-run", "--new-run-id", "support-dry"]
+    done = subprocess.run(
+        [_script(), *fork, "--app", "examples.support_agent:rt", "--database-url", postgres_url],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    refunds, failures = readme_sql("PostgreSQL")
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute(refunds).fetchall()
+        assert [row[:4] for row in rows] == [("support-demo", "support", "A1042", Decimal("39"))]
+        assert conn.execute(failures).fetchall() == []

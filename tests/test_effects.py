@@ -670,8 +670,8 @@ def test_cli_resolve_errors_are_one_line_exit_2(
         ),
         (
             ("resolve", "nope", "1", "--retry"),
-            "agentdur: error: no run with id 'nope' (`agentdur runs list` shows the runs); "
-            f"`agentdur runs list` shows the runs in {rt.database_url}",
+            f"agentdur: error: no run with id 'nope' in {rt.database_url}; "
+            "`agentdur runs list` shows its runs",
         ),
     ]
     for argv, message in cases:
