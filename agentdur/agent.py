@@ -337,7 +337,7 @@ class _Loop:
         await ctx.arecord(
             done,
             input_data=input_data,
-            output_data=recording.llm_output(response, latency_ms),
+            output_data=recording.llm_output(response, latency_ms, model.endpoint()),
         )
         return response
 

@@ -114,16 +114,22 @@ def llm_input(
     return data
 
 
-def llm_output(response: ModelResponse, latency_ms: float) -> dict[str, Any]:
-    """An LLM step's recorded output: the raw body when there is one, else the response."""
+def llm_output(
+    response: ModelResponse, latency_ms: float, endpoint: str | None = None
+) -> dict[str, Any]:
+    """An LLM step's recorded output: the raw body when there is one, else the response;
+    with the endpoint that answered (scheme, host, path, from `Model.endpoint()`)."""
+    extra: dict[str, Any] = {"latency_ms": round(latency_ms, 1)}
+    if endpoint is not None:
+        extra["endpoint"] = endpoint
     if response.raw is not None:
-        return {"raw": response.raw, "latency_ms": round(latency_ms, 1)}
+        return {"raw": response.raw, **extra}
     neutral = response.model_dump(mode="json", exclude={"raw"})
     for call in neutral["tool_calls"]:
         reparsed = ToolCall.from_raw(call["id"], call["name"], call["raw_arguments"])
         if codec.dumps_sorted(reparsed.arguments) == codec.dumps_sorted(call["arguments"]):
             del call["arguments"]  # stored once, as the text the model sent
-    return {"response": neutral, "latency_ms": round(latency_ms, 1)}
+    return {"response": neutral, **extra}
 
 
 def response_of(step: StepInfo) -> ModelResponse:

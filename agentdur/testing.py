@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import httpx
 import httpx2
 
@@ -48,6 +49,11 @@ class RespxTransport(httpx2.AsyncBaseTransport):
     by a side effect (`httpx.ReadTimeout`, `httpx.ConnectError`, ...) is re-raised as
     its `httpx2` twin so the SDK classifies it as it would on the wire. A request no
     route matches raises respx's `AllMockedAssertionError`, which the SDKs let through.
+
+    The request's read timeout (the SDK's `timeout`, e.g. a model's `idle_timeout` for
+    a stream) is honoured as on the wire: a route or a body that gives nothing for that
+    long raises `httpx2.ReadTimeout`. The mirrored `httpx` request carries the timeout
+    in `request.extensions["timeout"]`, for tests that check what was asked.
     """
 
     def __init__(self, router: respx.Router) -> None:
@@ -55,22 +61,34 @@ class RespxTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         content = await request.aread()
+        timeout = request.extensions.get("timeout")
         mirrored = httpx.Request(
             request.method,
             str(request.url),
             headers=request.headers.raw,
             content=content,
+            extensions={"timeout": dict(timeout)} if timeout else None,
         )
+        read = _read_timeout(request)
         try:
-            response = await self.router.async_handler(mirrored)
+            with anyio.fail_after(read):
+                response = await self.router.async_handler(mirrored)
         except httpx.HTTPError as exc:
             raise _twin(exc, request) from exc
+        except TimeoutError:
+            raise httpx2.ReadTimeout(f"no response within {read} s", request=request) from None
         return httpx2.Response(
             response.status_code,
             headers=response.headers.raw,
             stream=_BridgedStream(response, request),
             request=request,
         )
+
+
+def _read_timeout(request: httpx2.Request) -> float | None:
+    timeout = request.extensions.get("timeout") or {}
+    read = timeout.get("read") if isinstance(timeout, dict) else None
+    return float(read) if isinstance(read, (int, float)) else None
 
 
 class _BridgedStream(httpx2.AsyncByteStream):
@@ -82,15 +100,24 @@ class _BridgedStream(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         stream: Any = self._response.stream
+        read = _read_timeout(self._request)
         try:
             if isinstance(stream, httpx.AsyncByteStream):
-                async for chunk in stream:
+                chunks = stream.__aiter__()
+                while True:
+                    with anyio.fail_after(read):
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
                     yield chunk
             else:
                 for chunk in stream:
                     yield chunk
         except httpx.HTTPError as exc:
             raise _twin(exc, self._request) from exc
+        except TimeoutError:
+            raise httpx2.ReadTimeout(f"no data for {read} s", request=self._request) from None
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -391,7 +391,8 @@ def test_two_turn_run(rt: agentdur.Runtime, database_url: str, adapter: str) -> 
     assert llm[0].model == case.model
     assert Usage.model_validate(llm[0].usage) == case.usage
     assert llm[0].name == bot.model.model_name
-    assert set(llm[0].output) == {"raw", "latency_ms"}
+    assert set(llm[0].output) == {"raw", "latency_ms", "endpoint"}
+    assert case.url.startswith(llm[0].output["endpoint"] + "/")  # which server answered
     assert llm[0].output["raw"] == body(case.first)
     assert llm[1].output["raw"] == case.second
     assert result.usage == case.usage + Usage.model_validate(llm[1].usage)

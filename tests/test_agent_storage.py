@@ -154,7 +154,8 @@ def test_each_payload_is_stored_once_with_openai_chat(rt: agentdur.Runtime) -> N
     assert rt.run_agent(bot, "Can that country have dragons?", run_id="r").output == "NO"
     llm0, tool, llm1 = rt.steps("r")
     for step in (llm0, llm1):
-        assert set(step.output) == {"raw", "latency_ms"}
+        assert set(step.output) == {"raw", "latency_ms", "endpoint"}
+        assert step.output["endpoint"] == "https://api.openai.com/v1"
     assert llm0.output["raw"] == first
     assert tool.input["arguments"] == {"country": "Crumpet"}
     assert llm1.input == {

@@ -6,13 +6,24 @@ response, so a replayed step is identical to the live one by construction. Adapt
 know nothing about durability and never retry: SDK retries are switched off and every
 failure becomes a `ModelHTTPError` carrying `retryable` and `retry_after`, so the
 runtime decides and each attempt is visible. `describe()` is what gets recorded and
-hashed; it never holds API keys, headers or base URLs.
+hashed: only the parameters that change the model's answer (an allowlist per adapter),
+never API keys, headers, timeouts or base URLs. `endpoint()` says which server answered
+(scheme, host, path) without credentials.
+
+Streams are read from the HTTP body by `iter_sse`, not through the SDKs' stream
+wrappers, so that an adapter sees the terminal event (`[DONE]`, `message_stop`,
+`response.completed`) and the exact JSON the server sent: a stream that ends without
+its terminal event, carries a corrupt event or drops is a retryable `ModelHTTPError`,
+never a partial answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import contextlib
 import copy
+import difflib
 import importlib
 import inspect
 import json
@@ -20,13 +31,23 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from agentdur.errors import ConfigurationError, ModelHTTPError
+from agentdur.errors import ConfigurationError, ModelHTTPError, UsageError
 from agentdur.models.types import Message, ModelResponse, ToolDefinition
 
 
@@ -64,6 +85,7 @@ class StreamDone:
 StreamEvent = TextDelta | ToolCallStarted | ToolCallDelta | StreamDone
 
 _M = TypeVar("_M", bound="Model")
+_T = TypeVar("_T")
 
 
 class Model(ABC):
@@ -104,6 +126,10 @@ class Model(ABC):
             "params": copy.deepcopy(self.params),
         }
 
+    def endpoint(self) -> str | None:
+        """The server that answers (scheme, host, path; never credentials), or None."""
+        return None
+
     def with_model(self: _M, model_name: str) -> _M:
         """A copy that asks for another model, sharing the client (fork `--model`)."""
         clone = copy.copy(self)
@@ -126,26 +152,111 @@ def events_from_response(response: ModelResponse) -> Iterator[StreamEvent]:
     yield StreamDone(response)
 
 
+DEFAULT_REQUEST_TIMEOUT = 120.0
+"""Seconds one attempt may take (a streamed one: until its response headers)."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds a stream may go without data before the attempt fails (and is retried)."""
+
+TRANSPORT_OPTIONS = frozenset({"extra_headers", "extra_query"})
+"""Per-request options sent with every call, never recorded or hashed."""
+CLIENT_OPTIONS = ("base_url", "api_key", "default_headers", "default_query", "http_client")
+"""Options the adapter builds its SDK client from when no `client=` is given."""
+_OWN_OPTIONS = ("client", "rate_limit", "request_timeout", "idle_timeout", "timeout")
+
+
 class SDKModel(Model):
-    """Shared plumbing of the SDK adapters: lazy client, retries off, error mapping."""
+    """Shared plumbing of the SDK adapters: options, lazy client, retries off, errors.
+
+    Keyword arguments fall in four groups, checked when the adapter is built:
+    `answer_params` change the model's answer and are recorded and hashed (`describe`);
+    `request_params` are sent but never recorded (metadata, caching hints, service
+    tier); transport options (`extra_headers`, `extra_query`, timeouts) and the client
+    options (`base_url`, `api_key`, ...) are never recorded; anything else, and what the
+    adapter itself sets from the conversation (`messages`, `tools`, ...), is a
+    `UsageError` naming the closest valid option.
+    """
 
     sdk_name: ClassVar[str]
     """Python package of the SDK, imported lazily so agentdur imports without it."""
     api_label: ClassVar[str]
     """Human name of the API for error messages, e.g. "OpenAI Chat"."""
+    answer_params: ClassVar[frozenset[str]]
+    """Request fields that change the answer: recorded in the step and hashed."""
+    request_params: ClassVar[frozenset[str]] = frozenset()
+    """Request fields that do not change the answer: sent, never recorded."""
+    reserved_params: ClassVar[frozenset[str]]
+    """Request fields the adapter fills from the conversation and the agent."""
 
     def __init__(
-        self, model: str, client: Any = None, *, rate_limit: Any = None, **params: Any
+        self,
+        model: str,
+        client: Any = None,
+        *,
+        rate_limit: Any = None,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        default_query: Mapping[str, object] | None = None,
+        http_client: Any = None,
+        **params: Any,
     ) -> None:
+        if "timeout" in params:  # the SDKs' name for it
+            timeout = params.pop("timeout")
+            if request_timeout not in (DEFAULT_REQUEST_TIMEOUT, timeout):
+                raise UsageError(
+                    f"{type(self).__name__}: pass request_timeout= or timeout=, not both"
+                )
+            request_timeout = timeout
+        self.request_timeout = _seconds(type(self).__name__, "request_timeout", request_timeout)
+        self.idle_timeout = _seconds(type(self).__name__, "idle_timeout", idle_timeout)
+        options = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "default_headers": default_headers,
+            "default_query": default_query,
+            "http_client": http_client,
+        }
+        self._client_options = {k: v for k, v in options.items() if v is not None}
+        if client is not None and self._client_options:
+            raise UsageError(
+                f"{type(self).__name__}: pass either client= or "
+                f"{', '.join(f'{k}=' for k in self._client_options)}, not both (the client "
+                "already has its base URL, key and HTTP client)"
+            )
         self.model_name = model
-        self.params = params
+        self._check_params(params)
+        self.params = {k: v for k, v in params.items() if k in self.answer_params}
+        self._request_options = {k: v for k, v in params.items() if k not in self.answer_params}
         self.rate_limit = rate_limit
         self._client = client
         self._no_retry_client: Any = None
 
+    def _check_params(self, params: Mapping[str, Any]) -> None:
+        name = type(self).__name__
+        valid = self.answer_params | self.request_params | TRANSPORT_OPTIONS
+        for key in params:
+            if key in valid:
+                continue
+            if key in self.reserved_params:
+                raise UsageError(
+                    f"{name}: {key!r} is set by the agent from its conversation and tools; "
+                    "it cannot be a model option"
+                )
+            known = sorted(valid | set(_OWN_OPTIONS) | set(CLIENT_OPTIONS))
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(
+                f"{name}: unknown option {key!r}; {hint}A field only another server knows "
+                f"goes in extra_body={{{key!r}: ...}}. Options that change the answer: "
+                f"{', '.join(sorted(self.answer_params))}"
+            )
+
     @abstractmethod
     def _default_client(self, sdk: ModuleType) -> Any:
-        """Build a client from the environment; a missing key is a `ConfigurationError`."""
+        """Build a client from the client options and the environment; a missing key is
+        a `ConfigurationError`."""
 
     def _sdk(self) -> ModuleType:
         return import_sdk(self.sdk_name)
@@ -161,13 +272,63 @@ class SDKModel(Model):
             self._no_retry_client = client.with_options(max_retries=0)
         return self._no_retry_client
 
+    def endpoint(self) -> str | None:
+        base = getattr(self._client, "base_url", None) or self._client_options.get("base_url")
+        return public_url(str(base)) if base else None
+
+    def _request_arguments(self, client: Any, *, stream: bool) -> dict[str, Any]:
+        """Answer parameters, request options and the timeout of one call, unsplit."""
+        arguments = {**self.params, **self._request_options}
+        timeout = self._timeout(client, stream=stream)
+        if timeout is not None:
+            arguments["timeout"] = timeout
+        return arguments
+
+    def _timeout(self, client: Any, *, stream: bool) -> Any:
+        """The SDK timeout of one call: `request_timeout` for each phase (the client's
+        own when None); for a stream, reads (the gap between chunks) get `idle_timeout`."""
+        if self.request_timeout is None and (not stream or self.idle_timeout is None):
+            return None
+        httpx2 = importlib.import_module("httpx2")
+        base = self.request_timeout if self.request_timeout is not None else client.timeout
+        timeout = base if isinstance(base, httpx2.Timeout) else httpx2.Timeout(base)
+        if stream and self.idle_timeout is not None:
+            timeout = httpx2.Timeout(
+                connect=timeout.connect,
+                read=self.idle_timeout,
+                write=timeout.write,
+                pool=timeout.pool,
+            )
+        return timeout
+
+    async def _within_request_timeout(self, call: Awaitable[_T]) -> _T:
+        """Await one whole non-streamed attempt, bounded by `request_timeout`."""
+        if self.request_timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, self.request_timeout)
+        except asyncio.TimeoutError:
+            raise ModelHTTPError(
+                f"{self.api_label} request timed out: no answer within {self.request_timeout:g} s "
+                "(request_timeout=)",
+                status_code=None,
+                retryable=True,
+            ) from None
+
     def _map_error(self, exc: BaseException) -> Exception | None:
-        """The agentdur exception for an SDK exception, or None to let it propagate."""
-        return map_sdk_error(exc, self._sdk(), self.api_label)
+        """The agentdur exception for an SDK or transport exception, or None."""
+        mapped = map_sdk_error(exc, self._sdk(), self.api_label)
+        if mapped is not None and "timed out" in str(mapped):
+            limits = [f"request_timeout={self.request_timeout:g} s"] if self.request_timeout else []
+            if self.idle_timeout:
+                limits.append(f"idle_timeout={self.idle_timeout:g} s between stream chunks")
+            if limits:
+                mapped.args = (f"{mapped} ({', '.join(limits)})",)
+        return mapped
 
     @contextlib.contextmanager
     def _mapped_errors(self) -> Iterator[None]:
-        """Re-raise SDK exceptions as `ModelHTTPError`, chained to the original."""
+        """Re-raise SDK and transport exceptions as `ModelHTTPError`, chained."""
         try:
             yield
         except Exception as exc:
@@ -175,6 +336,119 @@ class SDKModel(Model):
             if mapped is None:
                 raise
             raise mapped from exc
+
+    async def _post(self, resource: Any, arguments: dict[str, Any]) -> bytes:
+        """POST a non-streamed request through `resource.with_raw_response.create`; the
+        body as bytes, the whole attempt bounded by `request_timeout`."""
+
+        async def call() -> bytes:
+            raw_response = await resource.with_raw_response.create(**arguments)
+            content: bytes = await raw_response.http_response.aread()
+            return content
+
+        return await self._within_request_timeout(call())
+
+    async def _sse(self, resource: Any, arguments: dict[str, Any]) -> AsyncGenerator[SSEvent, None]:
+        """POST a streaming request through `resource.with_streaming_response.create` and
+        yield its server-sent events; an error status raises before the first event."""
+        async with resource.with_streaming_response.create(**arguments) as response:
+            try:
+                async for event in iter_sse(response.http_response.aiter_bytes()):
+                    yield event
+            except UnicodeDecodeError as exc:
+                raise ModelHTTPError(
+                    f"{self.api_label} sent a corrupt stream (not UTF-8: {exc.reason})",
+                    status_code=None,
+                    retryable=True,
+                ) from exc
+
+    def _event_json(self, event: SSEvent) -> dict[str, Any]:
+        """The JSON object of one event; anything else is a retryable corrupt stream."""
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            excerpt = event.data if len(event.data) <= 200 else event.data[:200] + "..."
+            raise ModelHTTPError(
+                f"{self.api_label} sent a corrupt stream event (not a JSON object): {excerpt!r}",
+                status_code=None,
+                retryable=True,
+            )
+        return data
+
+    def _truncated(self, missing: str) -> ModelHTTPError:
+        """The error for a stream that ended before its terminal event."""
+        return ModelHTTPError(
+            f"{self.api_label} stream ended early, without {missing}: the answer is "
+            "incomplete and was not used",
+            status_code=None,
+            retryable=True,
+        )
+
+
+def _seconds(owner: str, name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UsageError(f"{owner}: {name} must be a positive number of seconds or None")
+    return float(value)
+
+
+def public_url(url: str) -> str:
+    """Scheme, host, port and path of a URL: no user, password, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class SSEvent:
+    """One server-sent event: its `event:` name (if any) and its joined `data:` lines."""
+
+    event: str | None
+    data: str
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEvent]:
+    """Server-sent events from a UTF-8 byte stream (the WHATWG rules: lines end with CR,
+    LF or CRLF, `:` starts a comment, an event ends at a blank line). An event cut off by
+    the end of the stream is dropped, as the standard says; bytes that are not UTF-8
+    raise `UnicodeDecodeError`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = ""
+    name: str | None = None
+    data: list[str] = []
+    final = False
+    iterator = chunks.__aiter__()
+    while not final:
+        try:
+            pending += decoder.decode(await iterator.__anext__())
+        except StopAsyncIteration:
+            pending += decoder.decode(b"", final=True)
+            final = True
+        while True:
+            match = _LINE_END.search(pending)
+            if match is None:
+                break  # no whole line yet
+            if match.group() == "\r" and match.end() == len(pending) and not final:
+                break  # a CR whose LF may come with the next chunk
+            line, pending = pending[: match.start()], pending[match.end() :]
+            if not line:
+                text = "\n".join(data)
+                if text:  # an event with no data is not dispatched
+                    yield SSEvent(name, text)
+                name, data = None, []
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value or None
 
 
 def import_sdk(name: str) -> ModuleType:
@@ -310,6 +584,23 @@ def map_sdk_error(exc: BaseException, sdk: ModuleType, api: str) -> ModelHTTPErr
         return status_error(api, exc.status_code, body, exc.response.headers, str(exc.message))
     if isinstance(exc, sdk.APIError):  # an error event inside an OpenAI stream
         return status_error(api, None, exc.body, None, str(exc.message))
+    return map_transport_error(exc, api)
+
+
+def map_transport_error(exc: BaseException, api: str) -> ModelHTTPError | None:
+    """An `httpx2` failure the SDK did not wrap (a stream body that drops or stalls)."""
+    try:
+        httpx2 = importlib.import_module("httpx2")
+    except ImportError:  # pragma: no cover - both SDKs depend on it
+        return None
+    if isinstance(exc, httpx2.TimeoutException):
+        return ModelHTTPError(f"{api} request timed out", status_code=None, retryable=True)
+    if isinstance(exc, httpx2.RequestError):  # dropped connection, protocol error, bad gzip
+        return ModelHTTPError(
+            f"{api} connection failed: {type(exc).__name__}: {exc}",
+            status_code=None,
+            retryable=True,
+        )
     return None
 
 

@@ -8,6 +8,7 @@ both and a recorded stream replays like a recorded request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from types import ModuleType
@@ -27,6 +28,7 @@ from agentdur.models.base import (
     as_str,
     json_body,
     split_params,
+    status_error,
 )
 from agentdur.models.types import (
     AssistantMessage,
@@ -53,32 +55,84 @@ _FINISH_REASONS: dict[str, StopReason] = {
 }
 
 
-def openai_client_from_environment(sdk: ModuleType) -> Any:
-    """`openai.AsyncOpenAI()` from the environment, or a clear error saying what to pass."""
+def openai_client_from_environment(sdk: ModuleType, options: dict[str, Any]) -> Any:
+    """`openai.AsyncOpenAI(**options)`, the rest from the environment, or a clear error."""
     try:
-        return sdk.AsyncOpenAI()
+        return sdk.AsyncOpenAI(**options)
     except sdk.OpenAIError as exc:
         raise ConfigurationError(
-            f"cannot create an OpenAI client: {exc} Or pass client=openai.AsyncOpenAI(...)"
+            f"cannot create an OpenAI client: {exc} Or pass api_key=... (and base_url=... for "
+            "another server), or client=openai.AsyncOpenAI(...)"
         ) from exc
 
 
 class OpenAIChat(SDKModel):
-    """OpenAI Chat Completions; other servers through `client=AsyncOpenAI(base_url=...)`.
+    """OpenAI Chat Completions, and any OpenAI-compatible server through `base_url`.
 
     Args:
         model: model name sent with each request, e.g. "gpt-4.1-mini".
-        client: an `openai.AsyncOpenAI`; by default one is built from the environment
-            (`OPENAI_API_KEY`) at the first request. Its own retries are switched off
-            for every call: the runtime retries, so each attempt is recorded.
+        client: an `openai.AsyncOpenAI`; by default one is built at the first request
+            from `base_url`, `api_key`, `default_headers`, `default_query` and
+            `http_client` when given, else from the environment (`OPENAI_API_KEY`,
+            `OPENAI_BASE_URL`). Its own retries are switched off for every call: the
+            runtime retries, so each attempt is visible.
         rate_limit: kept as the `rate_limit` attribute for the runtime's queues.
-        **params: extra request fields (temperature, max_completion_tokens, ...); fields
-            the SDK does not know are sent in the JSON body unchanged.
+        request_timeout: seconds one attempt may take (default 120; None keeps the
+            client's own); `timeout=` is the same option. A timed-out attempt is retried.
+        idle_timeout: seconds a stream may go without data (default 60; None: no limit).
+        **params: request fields. Those that change the answer (temperature, top_p,
+            max_completion_tokens, stop, seed, response_format, reasoning_effort,
+            tool_choice, ..., and `extra_body` for fields of other servers) are recorded
+            and hashed; `user`, `metadata`, `store`, `service_tier`, `prompt_cache_key`,
+            `extra_headers` and `extra_query` are sent but never recorded. Anything else
+            is a `UsageError`. Keys, headers, timeouts and the base URL are never recorded;
+            each LLM step records the endpoint that answered (scheme, host, path).
     """
 
     provider: ClassVar[str] = "openai_chat"
     sdk_name: ClassVar[str] = "openai"
     api_label: ClassVar[str] = "OpenAI Chat"
+    answer_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "audio",
+            "extra_body",
+            "frequency_penalty",
+            "logit_bias",
+            "logprobs",
+            "max_completion_tokens",
+            "max_tokens",
+            "modalities",
+            "n",
+            "parallel_tool_calls",
+            "prediction",
+            "presence_penalty",
+            "reasoning_effort",
+            "response_format",
+            "seed",
+            "stop",
+            "temperature",
+            "tool_choice",
+            "top_logprobs",
+            "top_p",
+            "verbosity",
+            "web_search_options",
+        }
+    )
+    request_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "metadata",
+            "prompt_cache_key",
+            "prompt_cache_options",
+            "prompt_cache_retention",
+            "safety_identifier",
+            "service_tier",
+            "store",
+            "user",
+        }
+    )
+    reserved_params: ClassVar[frozenset[str]] = frozenset(
+        {"model", "messages", "tools", "functions", "function_call", "stream", "stream_options"}
+    )
 
     def __init__(
         self,
@@ -86,17 +140,23 @@ class OpenAIChat(SDKModel):
         client: AsyncOpenAI | None = None,
         *,
         rate_limit: Any = None,
-        **params: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(model, client, rate_limit=rate_limit, **params)
+        super().__init__(model, client, rate_limit=rate_limit, **options)
 
     def _default_client(self, sdk: ModuleType) -> Any:
-        return openai_client_from_environment(sdk)
+        return openai_client_from_environment(sdk, self._client_options)
 
     def _arguments(
-        self, client: Any, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+        self,
+        client: Any,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        *,
+        stream: bool,
     ) -> dict[str, Any]:
-        known, extra = split_params(client.chat.completions.create, self.params)
+        params = self._request_arguments(client, stream=stream)
+        known, extra = split_params(client.chat.completions.create, params)
         arguments: dict[str, Any] = {**known, "model": self.model_name}
         arguments["messages"] = map_messages(messages)
         if tools:
@@ -109,28 +169,37 @@ class OpenAIChat(SDKModel):
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> ModelResponse:
         client = self._client_for_call()
-        arguments = self._arguments(client, messages, tools)
+        arguments = self._arguments(client, messages, tools, stream=False)
         with self._mapped_errors():
-            raw_response = await client.chat.completions.with_raw_response.create(**arguments)
-            content = await raw_response.http_response.aread()
+            content = await self._post(client.chat.completions, arguments)
         return self.parse_raw(json_body(content))
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> AsyncIterator[StreamEvent]:
+        """Stream with `include_usage`; complete once `[DONE]` arrives (or, from servers
+        that omit it, the finish reason and the usage chunk)."""
         client = self._client_for_call()
-        arguments = self._arguments(client, messages, tools)
+        arguments = self._arguments(client, messages, tools, stream=True)
         arguments["stream"] = True
-        arguments.setdefault("stream_options", {"include_usage": True})
+        arguments["stream_options"] = {"include_usage": True}
         accumulator = ChunkAccumulator()
+        done = False
         with self._mapped_errors():
-            chunks = await client.chat.completions.create(**arguments)
-            try:
-                async for chunk in chunks:
-                    for event in accumulator.add(chunk.to_dict()):
-                        yield event
-            finally:
-                await chunks.close()
+            async with contextlib.aclosing(self._sse(client.chat.completions, arguments)) as sse:
+                async for event in sse:
+                    if done:  # read to the end, so the connection can be reused
+                        continue
+                    if event.data.startswith("[DONE]"):
+                        done = True
+                        continue
+                    chunk = self._event_json(event)
+                    if chunk.get("error"):
+                        raise status_error(self.api_label, None, chunk)
+                    for item in accumulator.add(chunk):
+                        yield item
+        if not (done or accumulator.finished()):
+            raise self._truncated("[DONE] or a finish reason and usage")
         yield StreamDone(self.parse_raw(accumulator.result()))
 
     @classmethod
@@ -288,6 +357,10 @@ class ChunkAccumulator:
             call["function"]["arguments"] += arguments
             events.append(ToolCallDelta(self._order[index], arguments))
         return events
+
+    def finished(self) -> bool:
+        """The finish reason and the usage chunk (which comes last) have arrived."""
+        return self._finish_reason is not None and self._usage is not None
 
     def result(self) -> dict[str, Any]:
         """The ChatCompletion-shaped body of everything seen so far."""

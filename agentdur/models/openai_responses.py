@@ -10,6 +10,7 @@ same body a non-streamed call returns, which is what `raw` keeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from types import ModuleType
@@ -55,16 +56,51 @@ _INCOMPLETE_REASONS: dict[str, StopReason] = {
 
 
 class OpenAIResponses(SDKModel):
-    """OpenAI Responses API; arguments as for `OpenAIChat`.
+    """OpenAI Responses API; client and timeout options as for `OpenAIChat`.
 
     Function tools are sent with `"strict": false`: the API defaults to strict mode,
     whose schema rules (every property required, no additional properties) schemas
-    derived from Python signatures rarely meet.
+    derived from Python signatures rarely meet. Recorded and hashed: temperature, top_p,
+    max_output_tokens, reasoning, text, tool_choice, include, truncation, ... and
+    `extra_body`; sent but never recorded: user, metadata, store, service_tier,
+    prompt_cache_key, safety_identifier, extra_headers, extra_query.
     """
 
     provider: ClassVar[str] = "openai_responses"
     sdk_name: ClassVar[str] = "openai"
     api_label: ClassVar[str] = "OpenAI Responses"
+    answer_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "extra_body",
+            "include",
+            "max_output_tokens",
+            "max_tool_calls",
+            "parallel_tool_calls",
+            "prompt",
+            "reasoning",
+            "temperature",
+            "text",
+            "tool_choice",
+            "top_logprobs",
+            "top_p",
+            "truncation",
+        }
+    )
+    request_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "metadata",
+            "prompt_cache_key",
+            "prompt_cache_options",
+            "prompt_cache_retention",
+            "safety_identifier",
+            "service_tier",
+            "store",
+            "user",
+        }
+    )
+    reserved_params: ClassVar[frozenset[str]] = frozenset(
+        {"model", "input", "instructions", "tools", "stream", "stream_options"}
+    )
 
     def __init__(
         self,
@@ -72,17 +108,23 @@ class OpenAIResponses(SDKModel):
         client: AsyncOpenAI | None = None,
         *,
         rate_limit: Any = None,
-        **params: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(model, client, rate_limit=rate_limit, **params)
+        super().__init__(model, client, rate_limit=rate_limit, **options)
 
     def _default_client(self, sdk: ModuleType) -> Any:
-        return openai_client_from_environment(sdk)
+        return openai_client_from_environment(sdk, self._client_options)
 
     def _arguments(
-        self, client: Any, messages: Sequence[Message], tools: Sequence[ToolDefinition]
+        self,
+        client: Any,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        *,
+        stream: bool,
     ) -> dict[str, Any]:
-        known, extra = split_params(client.responses.create, self.params)
+        params = self._request_arguments(client, stream=stream)
+        known, extra = split_params(client.responses.create, params)
         instructions, items = map_messages(messages)
         arguments: dict[str, Any] = {**known, "model": self.model_name, "input": items}
         if instructions is not None:
@@ -97,25 +139,27 @@ class OpenAIResponses(SDKModel):
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> ModelResponse:
         client = self._client_for_call()
-        arguments = self._arguments(client, messages, tools)
+        arguments = self._arguments(client, messages, tools, stream=False)
         with self._mapped_errors():
-            raw_response = await client.responses.with_raw_response.create(**arguments)
-            content = await raw_response.http_response.aread()
+            content = await self._post(client.responses, arguments)
         return self.parse_raw(json_body(content))
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolDefinition]
     ) -> AsyncIterator[StreamEvent]:
+        """Stream events; complete once `response.completed` (or `.incomplete`,
+        `.failed`) arrives, whose response is the recorded body."""
         client = self._client_for_call()
-        arguments = self._arguments(client, messages, tools)
+        arguments = self._arguments(client, messages, tools, stream=True)
+        arguments["stream"] = True
         final: dict[str, Any] | None = None
-        done_items: dict[int, dict[str, Any]] = {}
         order: dict[int, int] = {}
         with self._mapped_errors():
-            events = await client.responses.create(**arguments, stream=True)
-            try:
-                async for sdk_event in events:
-                    event = sdk_event.to_dict()
+            async with contextlib.aclosing(self._sse(client.responses, arguments)) as sse:
+                async for message in sse:
+                    if final is not None:  # read to the end, so the connection can be reused
+                        continue
+                    event = self._event_json(message)
                     kind = event.get("type")
                     position = as_int(event.get("output_index"))
                     item = as_dict(event.get("item"))
@@ -132,16 +176,12 @@ class OpenAIResponses(SDKModel):
                         )
                     elif kind == "response.function_call_arguments.delta" and position in order:
                         yield ToolCallDelta(order[position], as_str(event.get("delta")) or "")
-                    elif kind == "response.output_item.done":
-                        done_items[position] = item
                     elif kind in _FINAL_EVENTS:
                         final = as_dict(event.get("response"))
                     elif kind == "error":
                         raise status_error(self.api_label, None, event)
-            finally:
-                await events.close()
-        if final is None:  # the stream ended early: keep what arrived
-            final = {"object": "response", "status": None, "output": list(done_items.values())}
+        if final is None:
+            raise self._truncated("response.completed")
         yield StreamDone(self.parse_raw(final))
 
     @classmethod

@@ -283,15 +283,22 @@ RATE_PRUNE = "DELETE FROM agentdur.rate_events WHERE limiter = %(limiter)s AND a
 
 
 def mask_password(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL with its passwords replaced by ***: the one after the user name and any
+    `password=` / `sslpassword=` query parameter (libpq takes both)."""
+    import re
     from urllib.parse import urlsplit, urlunsplit
 
+    if "://" not in url:  # a key=value conninfo string
+        return re.sub(r"(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", r"\1***", url)
     parts = urlsplit(url)
-    if parts.password is None:
+    query = re.sub(r"(?i)(^|[&;])((?:ssl)?password=)[^&;]*", r"\1\2***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = userinfo.split(":", 1)[0] + ":***@" + host
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0] + ":***"
-    return urlunsplit(parts._replace(netloc=userinfo + "@" + netloc[1]))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class PostgresStore(SqlStore):

@@ -242,14 +242,14 @@ async def test_multi_turn_request_body(router: respx.Router, recorded: Recorded)
     }
 
 
-async def test_unknown_params_go_into_the_body(router: respx.Router, recorded: Recorded) -> None:
+async def test_extra_body_fields_go_into_the_body(router: respx.Router, recorded: Recorded) -> None:
     route = recorded.serve(router, "openai_chat_text")
-    await chat(router, top_k=5, extra_body={"repetition_penalty": 1.1}).request(
-        [UserMessage(content="x")], []
-    )
+    model = chat(router, extra_body={"top_k": 5, "repetition_penalty": 1.1})
+    await model.request([UserMessage(content="x")], [])
     sent = recorded.sent(route)
     assert sent["top_k"] == 5
     assert sent["repetition_penalty"] == 1.1
+    assert model.describe()["params"] == {"extra_body": {"top_k": 5, "repetition_penalty": 1.1}}
 
 
 @pytest.mark.parametrize(

@@ -140,3 +140,28 @@ def test_sdk_client_helpers_use_a_fake_key_and_no_retries() -> None:
     assert (openai.api_key, openai.max_retries) == ("test-key", 0)
     assert (anthropic.api_key, anthropic.max_retries) == ("test-key", 0)
     assert str(anthropic.base_url).startswith("https://proxy.test")
+
+
+async def test_the_read_timeout_is_honoured_as_on_the_wire() -> None:
+    router = respx.Router(assert_all_mocked=True)  # a timed-out route does not count as called
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b"first"
+        await anyio.sleep_forever()
+        yield b"never"
+
+    async def silent(request: httpx.Request) -> httpx.Response:
+        assert request.extensions["timeout"]["read"] == 0.05  # mirrored for tests to see
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    router.get("https://example.test/body").mock(
+        return_value=httpx.Response(200, content=stalled())
+    )
+    router.get("https://example.test/headers").mock(side_effect=silent)
+    async with mock_http_client(router) as client:
+        timeout = httpx2.Timeout(5, read=0.05)
+        with pytest.raises(httpx2.ReadTimeout, match=r"no data for 0\.05 s"):
+            await client.get("https://example.test/body", timeout=timeout)
+        with pytest.raises(httpx2.ReadTimeout, match=r"no response within 0\.05 s"):
+            await client.get("https://example.test/headers", timeout=timeout)
