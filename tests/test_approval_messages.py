@@ -8,6 +8,7 @@ tests start a run in one process that exits, decide in this one, and finish in a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -461,6 +462,21 @@ async def collect(count: int) -> list[Any]:
     return [await agentdur.recv("orders") for _ in range(count)]
 
 
+COLLECT_GATE = threading.Event()
+
+
+@agentdur.step
+async def collect_gate() -> None:
+    await asyncio.to_thread(COLLECT_GATE.wait, 30)
+
+
+@agentdur.workflow(name="msgs.collect_gated")
+async def collect_gated(count: int) -> list[Any]:
+    first = await agentdur.recv("orders")
+    await collect_gate()  # holds the run while the test sends the rest
+    return [first] + [await agentdur.recv("orders") for _ in range(count - 1)]
+
+
 @agentdur.workflow(name="msgs.two_topics")
 async def two_topics() -> dict[str, Any]:
     cancel = await agentdur.recv("cancel")
@@ -475,16 +491,23 @@ async def with_timeout(seconds: float) -> dict[str, Any]:
 
 
 def test_messages_are_consumed_once_in_order(rt: agentdur.Runtime, database_url: str) -> None:
-    handle = rt.start(collect, 3, run_id="m1")
+    COLLECT_GATE.clear()
+    handle = rt.start(collect_gated, 3, run_id="m1")
     _waiting(rt, "m1")
     assert _steps(rt, "m1") == [(0, "recv", "orders", "WAITING")]
-    for value in ("a", "b", "c", "d"):
+    rt.send("m1", "orders", "a")  # wakes the run, which then holds at its gate step
+    wait_for(lambda: _steps(rt, "m1")[:1] == [(0, "recv", "orders", "SUCCEEDED")], what="a")
+    # Sent while the run holds: a message to a finished run would be refused, so the run
+    # must not be able to finish before the fourth one is stored.
+    for value in ("b", "c", "d"):
         rt.send("m1", "orders", value)
+    COLLECT_GATE.set()
     assert handle.result(timeout=30) == ["a", "b", "c"]
     assert [(s.step_index, s.status, s.output) for s in rt.steps("m1")] == [
         (0, "SUCCEEDED", "a"),
-        (1, "SUCCEEDED", "b"),
-        (2, "SUCCEEDED", "c"),
+        (1, "SUCCEEDED", None),
+        (2, "SUCCEEDED", "b"),
+        (3, "SUCCEEDED", "c"),
     ]
     assert [(m[2], m[3]) for m in messages(database_url, "m1")] == [
         ("a", True),
