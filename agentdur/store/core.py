@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from typing_extensions import LiteralString
 
-from agentdur.errors import FencedError, SchemaVersionError, StoreError
+from agentdur.errors import FencedError, SchemaVersionError, StoreError, StoreUnavailable
 from agentdur.store.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
@@ -226,19 +226,41 @@ class StoreCore(ABC):
 
     @abstractmethod
     def _is_driver_error(self, exc: BaseException) -> bool:
-        """The driver raised it: the transaction it happened in may be unusable."""
+        """The driver raised it (or the store translated it): the transaction it happened
+        in may be unusable."""
 
     @abstractmethod
     def _is_transient(self, exc: BaseException) -> bool:
         """A fault of the database or the connection, worth retrying the same work."""
 
     def _translate(self, exc: BaseException) -> BaseException:
-        """A driver error as the agentdur error a caller can act on."""
-        if self._is_driver_error(exc):
-            error = StoreError(f"the database at {self.url} refused a write: {exc}")
-            error.__cause__ = exc
-            return error
-        return exc
+        """A driver error as the agentdur error a caller can act on (the cause chained):
+        `StoreUnavailable` for a fault worth retrying, `StoreError` for a refusal."""
+        if isinstance(exc, StoreError) or not self._is_driver_error(exc):
+            return exc
+        detail = " ".join(str(exc).split())
+        error: StoreError
+        if self._is_transient(exc):
+            error = StoreUnavailable(
+                f"the database at {self.url} is unreachable: {type(exc).__name__}: {detail}",
+                url=self.url,
+            )
+        else:
+            error = StoreError(f"the database at {self.url} refused: {detail}")
+        error.__cause__ = exc
+        return error
+
+    @contextmanager
+    def _edge(self) -> Iterator[None]:
+        """Where driver errors become agentdur errors (outside the writer's groups, whose
+        faults the writer handles itself)."""
+        try:
+            yield
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     def _group_cursor(self) -> Cursor | None:
         """The writer group's cursor when called inside a group, else None."""

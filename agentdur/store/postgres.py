@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from agentdur.errors import StoreUnavailable
+from agentdur.errors import StoreError, StoreUnavailable
 from agentdur.store.base import Cursor, SqlStore
 
 RUN_COLUMNS_SQL = (
@@ -410,7 +410,7 @@ class PostgresStore(SqlStore):
         if group is not None:
             yield group
             return
-        with self._get_pool().connection() as conn, conn.cursor() as cur:
+        with self._edge(), self._get_pool().connection() as conn, conn.cursor() as cur:
             yield cur
 
     @contextmanager
@@ -421,6 +421,7 @@ class PostgresStore(SqlStore):
                 yield group
             return
         with (
+            self._edge(),
             self._get_pool().connection() as conn,
             conn.transaction(),
             conn.cursor() as cur,
@@ -462,8 +463,9 @@ class PostgresStore(SqlStore):
 
     def _is_driver_error(self, exc: BaseException) -> bool:
         import psycopg
+        import psycopg_pool
 
-        return isinstance(exc, psycopg.Error)
+        return isinstance(exc, (psycopg.Error, psycopg_pool.PoolTimeout, StoreError))
 
     def _is_transient(self, exc: BaseException) -> bool:
         import psycopg

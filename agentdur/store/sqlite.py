@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agentdur.errors import ConfigurationError, StoreUnavailable
+from agentdur.errors import ConfigurationError, StoreError, StoreUnavailable
 from agentdur.store.base import Cursor, SqlStore
 
 RUN_COLUMNS_SQL = (
@@ -241,6 +241,9 @@ INSERT INTO rate_events (limiter, at, event, tokens) VALUES (:limiter, :now, :ev
 RATE_SETTLE = "UPDATE rate_events SET tokens = :tokens WHERE limiter = :limiter AND event = :event"
 RATE_PRUNE = "DELETE FROM rate_events WHERE limiter = :limiter AND at <= :before"
 
+_TRANSIENT_CODES = {5, 6, 10, 14, 15}
+"""SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL."""
+_TRANSIENT_WORDS = ("locked", "busy", "disk i/o", "unable to open")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SYNCHRONOUS = {
     "FULL": "PRAGMA synchronous=FULL",
@@ -332,7 +335,7 @@ class SqliteStore(SqlStore):
         if group is not None:
             yield group
             return
-        with self._lock:
+        with self._lock, self._edge():
             cur = self._connection().cursor()
             try:
                 yield cur
@@ -346,7 +349,7 @@ class SqliteStore(SqlStore):
             with self._savepoint(group):
                 yield group
             return
-        with self._lock:
+        with self._lock, self._edge():
             conn = self._connection()
             cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -396,12 +399,20 @@ class SqliteStore(SqlStore):
                 conn.close()
 
     def _is_driver_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.Error)
+        return isinstance(exc, (sqlite3.Error, StoreError))
 
     def _is_transient(self, exc: BaseException) -> bool:
-        # Locked or busy past the busy timeout, an I/O error, a file briefly unreadable:
-        # all OperationalError; integrity and data errors are the job's own.
-        return isinstance(exc, (sqlite3.OperationalError, StoreUnavailable))
+        # Busy or locked past the busy timeout, an I/O error, a file briefly unopenable:
+        # the same work may succeed later. A missing table or a constraint is the
+        # statement's own fault.
+        if isinstance(exc, StoreUnavailable):
+            return True
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            return (code & 0xFF) in _TRANSIENT_CODES
+        return any(word in str(exc).lower() for word in _TRANSIENT_WORDS)
 
     @contextmanager
     def dedicated_transaction(self) -> Iterator[tuple[Any, Cursor]]:

@@ -226,3 +226,17 @@ def test_cancel_only_unfinished_runs(store: SqlStore) -> None:
     assert store.cancel_run("r1", now=NOW) is False
     with pytest.raises(agentdur.FencedError):
         store.record_step(_step(0), epoch=1, input_json=None, output_json="1", error_json=None)
+
+
+def test_driver_errors_become_agentdur_errors_at_the_stores_edge(store: SqlStore) -> None:
+    with pytest.raises(agentdur.StoreError) as info, store.statement() as cur:
+        cur.execute("SELECT * FROM no_such_table")
+    assert not isinstance(info.value, agentdur.StoreUnavailable)  # the statement's own fault
+    assert "no_such_table" in str(info.value) and store.url in str(info.value)
+    assert type(info.value.__cause__).__module__.split(".")[0] in ("sqlite3", "psycopg")
+
+
+def test_an_unreachable_database_is_store_unavailable() -> None:
+    store = open_store("postgresql://postgres@127.0.0.1:1/none")
+    with pytest.raises(agentdur.StoreUnavailable, match="cannot connect to PostgreSQL"):
+        store.open()
