@@ -13,6 +13,7 @@ from agentdur.errors import (
     ModelHTTPError,
     NeedsAttentionError,
     NonDeterminismError,
+    NotApplied,
     NotRegisteredError,
     OutsideRunError,
     RunCancelledError,
@@ -28,6 +29,7 @@ from agentdur.errors import (
     ToolArgumentsError,
     UncertainEffect,
     UsageError,
+    ValueTooLarge,
 )
 from agentdur.handle import RunHandle
 from agentdur.messaging import recv
@@ -42,10 +44,11 @@ from agentdur.models import (
 )
 from agentdur.queues import Queue, RateLimit
 from agentdur.recording import response_of
+from agentdur.retention import GcReport
 from agentdur.retry import RetryPolicy
 from agentdur.runtime import Runtime
 from agentdur.store import RunInfo, StepInfo
-from agentdur.streaming import AgentStream
+from agentdur.streaming import AgentStream, AttemptRestarted
 from agentdur.tools import Tool, ToolContext, tool
 from agentdur.worker import Worker
 from agentdur.workflow import sleep, sleep_sync, step, transaction, workflow
@@ -55,9 +58,11 @@ __all__ = [
     "AgentResult",
     "AgentStream",
     "AgentdurError",
+    "AttemptRestarted",
     "Audit",
     "ConfigurationError",
     "FencedError",
+    "GcReport",
     "MaxTurnsExceeded",
     "ModelBehaviorError",
     "ModelError",
@@ -65,6 +70,7 @@ __all__ = [
     "ModelResponse",
     "NeedsAttentionError",
     "NonDeterminismError",
+    "NotApplied",
     "NotRegisteredError",
     "OutsideRunError",
     "Queue",
@@ -97,6 +103,7 @@ __all__ = [
     "UncertainEffect",
     "UsageError",
     "UsageRecord",
+    "ValueTooLarge",
     "Worker",
     "recv",
     "response_of",

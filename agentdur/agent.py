@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from agentdur import codec, recording
+from agentdur import codec, recording, tracing
 from agentdur.context import RunContext, current_run
 from agentdur.errors import (
     MaxTurnsExceeded,
@@ -32,7 +32,8 @@ from agentdur.errors import (
     ToolArgumentsError,
     UsageError,
 )
-from agentdur.kernel import Action, Attempts, Requested
+from agentdur.kernel import Action, Attempts, Pause, Requested
+from agentdur.model_switch import build_model
 from agentdur.models import (
     AssistantMessage,
     Message,
@@ -44,10 +45,12 @@ from agentdur.models import (
     Usage,
     UserMessage,
 )
-from agentdur.models.base import Model, StreamDone, StreamEvent, events_from_response
+from agentdur.models.base import Model, StreamDone, events_from_response
+from agentdur.options import checked_options
 from agentdur.queues import RateLimit, admit, estimate_tokens
 from agentdur.retry import RetryPolicy
-from agentdur.store import StepInfo
+from agentdur.store import StepInfo, payloads
+from agentdur.streaming import AgentEvent, AttemptRestarted
 from agentdur.tool_steps import ToolExecution
 from agentdur.tools import Tool, tools_by_name
 from agentdur.workflow import Workflow, register_workflow
@@ -55,7 +58,7 @@ from agentdur.workflow import Workflow, register_workflow
 _NAME_RE = re.compile(r"^[\w.-]{1,100}$")
 
 Prompt = str | list[Message]
-EventSink = Callable[[StreamEvent], None]
+EventSink = Callable[[AgentEvent], None]
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Agent:
             with exponential backoff and Retry-After honoured.
     """
 
+    @checked_options()
     def __init__(
         self,
         name: str,
@@ -137,9 +141,11 @@ class Agent:
 
     # -- the workflow ------------------------------------------------------------------
 
-    async def _loop_entry(self, prompt: str | list[Message]) -> dict[str, Any]:
+    async def _loop_entry(
+        self, prompt: str | list[Message], key_scope: str | None = None
+    ) -> dict[str, Any]:
         ctx = current_run(f"agent {self.name!r}")
-        return await _Loop(self, ctx).run(prompt)
+        return await _Loop(self, ctx, key_scope).run(prompt)
 
     def tool_definitions(self) -> list[ToolDefinition]:
         """What the model is offered, built once (an agent's tools do not change)."""
@@ -171,12 +177,13 @@ def prompt_messages(prompt: Prompt) -> list[Message]:
 class _Loop:
     """One execution of an agent's loop inside a run (state lives only in memory)."""
 
-    def __init__(self, agent: Agent, ctx: RunContext) -> None:
+    def __init__(self, agent: Agent, ctx: RunContext, key_scope: str | None = None) -> None:
         self.agent = agent
         self.ctx = ctx
+        self.key_scope = key_scope
         self.fork: dict[str, Any] = ctx.values.get("fork") or {}
         self.dry_run = bool(self.fork.get("dry_run"))
-        self._models: dict[tuple[Any, Any], Model] = {}
+        self._models: dict[int, Model] = {}
         self.emit: EventSink | None = ctx.values.get("emit")
         self.messages: list[Message] = []
         self.pending: list[Message] = []
@@ -184,6 +191,9 @@ class _Loop:
         """id() of each tool result message in `messages` -> the index of its tool step."""
         self.last_hash: str | None = None
         self.last_tools: Any = None
+        self.last_llm: tuple[int, dict[str, Any]] | None = None
+        """Index and stored output of the last LLM step, when recorded in this execution:
+        its tool steps name its calls rather than repeat them (store/payloads.py)."""
         self.usage = Usage()
 
     def _add(self, *messages: Message) -> None:
@@ -235,20 +245,27 @@ class _Loop:
 
     def _model_at(self, index: int) -> Model:
         """The agent's model, or the one a fork switched to from an earlier index."""
-        chosen: dict[str, Any] | None = None
-        for segment in self.fork.get("models", []):
+        segments = self.fork.get("models", [])
+        chosen: int | None = None
+        for position, segment in enumerate(segments):
             if segment["from"] <= index:
-                chosen = segment
+                chosen = position
         if chosen is None:
             return self.agent.model
-        key = (chosen.get("provider"), chosen["model"])
-        if key not in self._models:
+        if chosen not in self._models:
+            segment = segments[chosen]
             instance = self.ctx.values.get("model_instance")
-            if instance is not None and (instance.provider, instance.model_name) == key:
-                self._models[key] = instance
+            if instance is not None and chosen == len(segments) - 1:
+                self._models[chosen] = instance  # the fork's own model, in its first run
             else:
-                self._models[key] = build_model(key[0], key[1], self.agent.model)
-        return self._models[key]
+                self._models[chosen] = build_model(
+                    segment.get("provider"),
+                    segment["model"],
+                    self.agent.model,
+                    params=segment.get("params"),
+                    endpoint=segment.get("endpoint"),
+                )
+        return self._models[chosen]
 
     async def _llm_step(self) -> ModelResponse:
         ctx = self.ctx
@@ -272,6 +289,7 @@ class _Loop:
         new_messages, self.pending = self.pending, []
         self.last_hash, self.last_tools = request_hash, tools_json
         recorded = decision.recorded
+        self.last_llm = None
         if decision.action is Action.REPLAY and recorded is not None:
             if recorded.status == "ERROR":
                 raise codec.decode_error(recorded.error or {})
@@ -284,7 +302,12 @@ class _Loop:
             input_data = recording.llm_input(
                 describe, new_messages, self.tool_steps, changed_tools, after_response
             )
-            response = await self._call_model(model, index, tools, request_hash, input_data)
+            resumed = recorded if decision.action is Action.RESUME else None
+            with tracing.llm_span(ctx, index, model.model_name, model.provider) as span:
+                response = await self._call_model(
+                    model, index, tools, request_hash, input_data, resumed
+                )
+                tracing.llm_response(span, response)
         self.usage = self.usage + response.usage
         return response
 
@@ -295,7 +318,11 @@ class _Loop:
         tools: list[ToolDefinition],
         request_hash: str,
         input_data: dict[str, Any],
+        resumed: StepInfo | None = None,
     ) -> ModelResponse:
+        """Attempt the request under the model policy and record the outcome. A long
+        wait between attempts (Retry-After) releases the run with the step WAITING;
+        `resumed` is that step, whose attempt count the attempts continue from."""
         ctx = self.ctx
         started = ctx.clock()
         info = StepInfo(
@@ -315,7 +342,16 @@ class _Loop:
             response = await self._request(model, list(self.messages), tools)
             return response, (time.perf_counter() - began) * 1000, admission
 
-        outcome = await Attempts(ctx, self.agent.model_policy, index=index).run(attempt)
+        def restarted(number: int, error: Exception) -> None:
+            if self.emit is not None:
+                reason = f"{type(error).__name__}: {error}"
+                self.emit(AttemptRestarted(step_index=index, attempt=number, reason=reason))
+
+        pause = Pause(info, input_data, resumed)
+        attempts = Attempts(
+            ctx, self.agent.model_policy, index=index, pause=pause, on_retry=restarted
+        )
+        outcome = await attempts.run(attempt)
         if outcome.error is not None:
             await ctx.arecord(
                 _finished(info, ctx, "ERROR", outcome.attempts),
@@ -334,11 +370,9 @@ class _Loop:
         done = _with(
             done, model=response.model or model.model_name, usage=response.usage.model_dump()
         )
-        await ctx.arecord(
-            done,
-            input_data=input_data,
-            output_data=recording.llm_output(response, latency_ms, model.endpoint()),
-        )
+        output = recording.llm_output(response, latency_ms, model.endpoint())
+        await ctx.arecord(done, input_data=input_data, output_data=output)
+        self.last_llm = (index, output.stored)
         return response
 
     async def _admit(self, model: Model) -> tuple[str, str] | None:
@@ -373,17 +407,18 @@ class _Loop:
             # Each _tool_step call takes its index now, in the order the model gave. Every
             # call finishes (and is recorded) before an error fails the run.
             outcomes = await asyncio.gather(
-                *[self._tool_step(call) for call in calls], return_exceptions=True
+                *[self._tool_step(call, i) for i, call in enumerate(calls)],
+                return_exceptions=True,
             )
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
             return [o for o in outcomes if isinstance(o, ToolResultMessage)]
-        return [await self._tool_step(call) for call in calls]
+        return [await self._tool_step(call, i) for i, call in enumerate(calls)]
 
-    def _tool_step(self, call: ToolCall) -> Awaitable[ToolResultMessage]:
+    def _tool_step(self, call: ToolCall, position: int) -> Awaitable[ToolResultMessage]:
         index = self.ctx.next_index()
-        return self._indexed(index, self._run_tool(index, call))
+        return self._indexed(index, self._run_tool(index, call, position))
 
     async def _indexed(
         self, index: int, running: Awaitable[ToolResultMessage]
@@ -392,15 +427,25 @@ class _Loop:
         self.tool_steps[id(message)] = index
         return message
 
-    async def _run_tool(self, index: int, call: ToolCall) -> ToolResultMessage:
+    async def _run_tool(self, index: int, call: ToolCall, position: int) -> ToolResultMessage:
         ctx = self.ctx
         name = call.name[:200]
         decision = ctx.look_up(Requested(index, name, "tool"))
         recorded = decision.recorded
         if decision.action is Action.REPLAY and recorded is not None:
-            if recorded.status == "ERROR" and self.agent.tool_errors == "raise":
+            not_applied = (recorded.error or {}).get("type") == "NotApplied"
+            if recorded.status == "ERROR" and self.agent.tool_errors == "raise" and not not_applied:
                 raise _tool_error(recorded.error or {})
             return recording.tool_message(recorded, call.id)
+        with tracing.tool_span(ctx, index, name, call.id) as span:
+            live = await self._live_tool(index, call, name, recorded, position)
+            return tracing.tool_outcome(span, live)
+
+    async def _live_tool(
+        self, index: int, call: ToolCall, name: str, recorded: StepInfo | None, position: int
+    ) -> ToolResultMessage:
+        """Execute (or continue) a tool step the recording does not answer."""
+        ctx = self.ctx
         info = StepInfo(
             run_id=ctx.run_id,
             step_index=index,
@@ -417,19 +462,17 @@ class _Loop:
                 "type": "UnknownTool",
                 "message": f"unknown tool {name!r}; available tools: {available}",
             }
-            return await self._tool_failed(
-                info,
-                1,
-                {"call_id": call.id, "arguments": call.arguments},
-                error,
-                _tool_error(error),
-            )
+            unknown = {"call_id": call.id, "arguments": call.arguments}
+            unknown_input = recording.tool_input(self.last_llm, position, unknown)
+            return await self._tool_failed(info, 1, unknown_input, error, _tool_error(error))
         try:
             arguments = tool.parse_arguments(call.raw_arguments)
         except ToolArgumentsError as exc:
-            raw_input = {"call_id": call.id, "raw_arguments": call.raw_arguments}
+            raw = {"call_id": call.id, "raw_arguments": call.raw_arguments}
+            raw_input = recording.tool_input(self.last_llm, position, raw)
             return await self._tool_failed(info, 1, raw_input, codec.encode_error(exc), exc)
-        input_data = {"call_id": call.id, "arguments": arguments, "effect": tool.effect}
+        full = {"call_id": call.id, "arguments": arguments, "effect": tool.effect}
+        input_data = recording.tool_input(self.last_llm, position, full)
         needs_approval = tool.requires_approval or (
             self.agent.approve is not None
             and bool(self.agent.approve(call.model_copy(update={"arguments": arguments})))
@@ -443,6 +486,7 @@ class _Loop:
             recorded,
             dry_run=self.dry_run,
             needs_approval=needs_approval,
+            key_scope=self.key_scope,
         )
         step, failure = await execution.run()
         if failure is not None and self.agent.tool_errors == "raise":
@@ -462,52 +506,7 @@ class _Loop:
         )
         if self.agent.tool_errors == "raise":
             raise exc
-        return recording.tool_message(step, (input_data or {}).get("call_id", ""))
-
-
-PROVIDERS = {
-    "openai": "openai_chat",
-    "openai_chat": "openai_chat",
-    "openai-responses": "openai_responses",
-    "openai_responses": "openai_responses",
-    "anthropic": "anthropic_messages",
-    "anthropic_messages": "anthropic_messages",
-}
-
-
-def resolve_model_choice(model: Any) -> tuple[dict[str, Any] | None, Model | None]:
-    """(what a fork records, the instance to use now) for a fork's `model=`."""
-    if model is None:
-        return None, None
-    if isinstance(model, Model):
-        return {"provider": model.provider, "model": model.model_name}, model
-    if isinstance(model, str) and model:
-        provider, sep, name = model.partition(":")
-        if not sep:
-            return {"provider": None, "model": model}, None
-        if provider not in PROVIDERS or not name:
-            raise UsageError(
-                f"model {model!r}: use a model name, or provider:name with provider one of "
-                "openai, openai-responses, anthropic"
-            )
-        return {"provider": PROVIDERS[provider], "model": name}, None
-    raise UsageError(f"model= must be a Model or a string, not {type(model).__name__}")
-
-
-def build_model(provider: str | None, name: str, base: Model) -> Model:
-    """A model for a recorded switch: the agent's adapter with another name, or a new one."""
-    if provider is None or provider == base.provider:
-        return base.with_model(name)
-    from agentdur.models import AnthropicMessages, OpenAIChat, OpenAIResponses
-
-    adapters: dict[str, type[Model]] = {
-        "openai_chat": OpenAIChat,
-        "openai_responses": OpenAIResponses,
-        "anthropic_messages": AnthropicMessages,
-    }
-    if provider not in adapters:
-        raise UsageError(f"cannot build a {provider!r} model for {name!r}")
-    return adapters[provider](name)  # type: ignore[call-arg]
+        return recording.tool_message(step, (payloads.full(input_data) or {}).get("call_id", ""))
 
 
 def _tool_error(error: dict[str, Any]) -> BaseException:

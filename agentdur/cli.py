@@ -7,8 +7,8 @@ code and live in cli_replay.py; the formatting is in cli_format.py. Commands go 
 verb (`agentdur runs list`, `runs show ID`, `audit tools`, `db migrate`); actions on one
 run are verbs (`replay ID`, `fork ID`, and `resolve ID STEP` / `approve ID STEP`, which
 record an operator's decision: cli_operations.py); `worker` serves queues
-(cli_worker.py). Output is an aligned table by default and JSON
-with `--json`.
+(cli_worker.py); `gc` deletes old finished runs (cli_gc.py). Output is an aligned table
+by default and JSON with `--json`.
 
 Exit codes: 0 on success; 2 for a usage or lookup error (bad arguments, bad or
 unreachable database URL, unknown run, schema mismatch), reported as one line on stderr
@@ -52,9 +52,11 @@ from agentdur.cli_format import (
     tree_lines,
     usage_table,
 )
+from agentdur.cli_gc import add_gc_parser
 from agentdur.cli_operations import add_operation_parsers
 from agentdur.cli_replay import cmd_fork, cmd_replay
 from agentdur.cli_terminal import BROKEN_PIPE, console_exit, interrupted
+from agentdur.cli_ui import add_ui_parser
 from agentdur.cli_worker import add_worker_parser
 from agentdur.engine import DEFAULT_DATABASE_URL
 from agentdur.errors import AgentdurError, RunNotFoundError, StoreUnavailable, UsageError
@@ -433,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(nouns, common)
     add_operation_parsers(nouns, common)
     add_worker_parser(nouns, common)
+    add_ui_parser(nouns, common)
+    add_gc_parser(nouns, common)
     db = nouns.add_parser("db", help="manage the database schema", parents=[common])
     verbs = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
     cmd = verbs.add_parser("migrate", help="apply pending schema migrations", parents=[common])

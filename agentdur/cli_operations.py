@@ -149,6 +149,14 @@ def _operate(args: argparse.Namespace, out: TextIO, decide: Callable[[Runtime], 
         else:
             rt = _reader(url)
         print(decide(rt), file=out)
+        if rt.get_run(args.run_id).status == "NEEDS_ATTENTION":  # other steps stopped it too
+            unsettled = [str(s.step_index) for s in rt.steps(args.run_id) if s.status == "STARTED"]
+            print(
+                f"run {args.run_id} is still NEEDS_ATTENTION: resolve step "
+                f"{', '.join(unsettled)} too; it continues once every step is resolved",
+                file=out,
+            )
+            return 0
         if not app:
             status = rt.get_run(args.run_id).status
             print(

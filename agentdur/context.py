@@ -34,7 +34,7 @@ from agentdur.errors import (
     StoreUnavailable,
 )
 from agentdur.kernel import Action, Decision, Requested, decide
-from agentdur.store import FINISHED, SqlStore, StepInfo
+from agentdur.store import FINISHED, SqlStore, StepInfo, payloads
 
 if TYPE_CHECKING:
     from agentdur.store.base import Cursor
@@ -162,7 +162,8 @@ class RunContext:
         """The kernel's decision for a step call against this run's recording.
 
         Raises `NonDeterminismError` for a divergence (`explain` says how an LLM
-        request differs) and `ReplayStopped` where a replay's recording ends.
+        request or a step's arguments differ) and `ReplayStopped` where a replay's
+        recording ends or reaches a step it would have to resume.
         """
         self.check_signals()
         decision = decide(
@@ -195,10 +196,11 @@ class RunContext:
         error_data: Any,
         cur: Cursor | None,
     ) -> Callable[[], None]:
-        # Encoded here, in the caller, so a value JSON cannot hold fails before any write.
-        input_json = None if input_data is None else codec.dumps(input_data)
-        output_json = None if output_data is None else codec.dumps(output_data)
-        error_json = None if error_data is None else codec.dumps(error_data)
+        # Encoded here, in the caller, so a value JSON cannot hold (or one over the cap)
+        # fails before any write, as a SerializationError naming the step.
+        input_json = self.encode(input_data, "input", step)
+        output_json = self.encode(output_data, "output", step)
+        error_json = self.encode(error_data, "error", step)
         return lambda: self.store.record_step(
             step,
             epoch=self.epoch,
@@ -207,6 +209,18 @@ class RunContext:
             error_json=error_json,
             cur=cur,
         )
+
+    def encode(self, data: Any, part: str, step: StepInfo) -> str | None:
+        """`data` as the JSON text the store keeps (None stays None), checked against the
+        cap on recorded values; an error names `part` ("input", "output"...) of `step`."""
+        data = payloads.stored(data)
+        if data is None:
+            return None
+        noun = {"llm": "LLM step", "tool": "tool step"}.get(step.kind, "step")
+        if step.kind == "tool" and part == "output":
+            part = "result"
+        what = f"the {part} of {noun} {step.step_index} {step.name!r}"
+        return codec.dumps(data, what=what, limit=self.store.max_value_bytes)
 
     async def arecord(
         self,
@@ -358,6 +372,11 @@ class RunContext:
 
 def _with_payload(step: StepInfo, input_data: Any, output_data: Any, error_data: Any) -> StepInfo:
     """The step carrying exactly these values (itself when it already does)."""
+    input_data, output_data, error_data = (
+        payloads.full(input_data),
+        payloads.full(output_data),
+        payloads.full(error_data),
+    )
     if step.input is input_data and step.output is output_data and step.error is error_data:
         return step
     return replace(step, input=input_data, output=output_data, error=error_data)

@@ -34,6 +34,7 @@ from agentdur.errors import (
 from agentdur.fork import fork_settings
 from agentdur.handle import RunHandle
 from agentdur.loop import LoopThread
+from agentdur.options import checked_options
 from agentdur.ownership import (
     Heartbeat,
     Scheduler,
@@ -43,6 +44,7 @@ from agentdur.ownership import (
 )
 from agentdur.registry import Registry
 from agentdur.store import RunInfo, SqlStore, StepInfo, open_store
+from agentdur.tracing import Tracing, traced
 from agentdur.workflow import Workflow, lookup_workflow
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def utc_now() -> datetime:
 class Engine:
     """Starts, executes and recovers runs; see `Runtime` for the arguments."""
 
+    @checked_options()
     def __init__(
         self,
         database_url: str | None = None,
@@ -67,12 +70,19 @@ class Engine:
         lease_seconds: float = 30.0,
         write_retry_seconds: float = 60.0,
         poll_interval: float = 1.0,
+        max_value_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
         clock: Callable[[], datetime] = utc_now,
+        tracer_provider: Any = None,
     ) -> None:
+        if isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int):
+            raise UsageError(f"max_value_bytes must be an int, got {max_value_bytes!r}")
+        if max_value_bytes < 1:
+            raise UsageError(f"max_value_bytes must be at least 1, got {max_value_bytes}")
         self._url = url = (
             database_url or os.environ.get("AGENTDUR_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
         self.store: SqlStore = open_store(url, write_retry_seconds=write_retry_seconds)
+        self.store.max_value_bytes = max_value_bytes
         self.identity = this_process()
         self.executor_id = (
             executor_id
@@ -82,6 +92,7 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.clock = clock
+        self._tracing = Tracing(tracer_provider)
         self._recover_on_open = recover
         self._auto_migrate = auto_migrate
         self._open_lock = threading.RLock()
@@ -218,6 +229,7 @@ class Engine:
             return self._launch_new(loop, info, wf, values)
         finally:
             self._starting.discard(info.run_id)
+            self._tracing.discard(info.run_id)
 
     async def astart(
         self, fn: Workflow[Any] | str, /, *args: Any, run_id: str | None = None, **kwargs: Any
@@ -251,6 +263,7 @@ class Engine:
             return self._launch_new(loop, info, wf, values)
         finally:
             self._starting.discard(info.run_id)
+            self._tracing.discard(info.run_id)
 
     def _new_run(
         self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None
@@ -262,8 +275,9 @@ class Engine:
         """
         input_data = wf.encode_input(args, kwargs)
         now = self.clock()
+        run_id = run_id or uuid.uuid4().hex
         info = RunInfo(
-            run_id=run_id or uuid.uuid4().hex,
+            run_id=run_id,
             workflow=wf.name,
             status="RUNNING",
             input=input_data,
@@ -273,8 +287,10 @@ class Engine:
             attempts=1,
             created_at=now,
             started_at=now,
+            metadata=self._tracing.new_run(run_id, wf.name),
         )
-        return info, codec.dumps(input_data)
+        what = f"the input of workflow {wf.name!r}"
+        return info, codec.dumps(input_data, what=what, limit=self.store.max_value_bytes)
 
     def _launch_new(
         self,
@@ -343,6 +359,7 @@ class Engine:
             unwritten=self._unwritten,
         )
         ctx.values["fork"] = fork_settings(metadata)
+        self._tracing.attach(ctx, metadata)
         return ctx
 
     def _launch(
@@ -350,7 +367,7 @@ class Engine:
     ) -> concurrent.futures.Future[Any]:
         args, kwargs = wf.decode_input(input_data)
         self._active[ctx.run_id] = ctx
-        future = loop.submit(self._execute(ctx, wf, args, kwargs))
+        future = loop.submit(traced(ctx, self._execute(ctx, wf, args, kwargs)))
         self._futures[ctx.run_id] = future
         future.add_done_callback(lambda _: self._futures.pop(ctx.run_id, None))
         return future
@@ -366,7 +383,9 @@ class Engine:
                 else:
                     call = functools.partial(contextvars.copy_context().run, wf.fn, *args, **kwargs)
                     result = await asyncio.get_running_loop().run_in_executor(None, call)
-                output = codec.to_json(result, what=f"the output of workflow {wf.name!r}")
+                what = f"the output of workflow {wf.name!r}"
+                output = codec.to_json(result, what=what)
+                codec.dumps(output, what=what, limit=self.store.max_value_bytes)
             except (KeyboardInterrupt, SystemExit) as exc:
                 await self._interrupted(ctx, exc)
             except Exception as exc:

@@ -13,6 +13,7 @@ The tree branches by what the caller does next:
     ├── StoreError                 the database refused an operation (driver error chained)
     │   └── StoreUnavailable           the database cannot be reached, even after retries
     ├── SerializationError         a value cannot be stored as JSON (names the step and the type)
+    │   └── ValueTooLarge              a recorded value is over the cap (`max_value_bytes`)
     ├── RunOutcomeError            what happened to a run
     │   ├── NonDeterminismError        the code asks for another step than the recording has
     │   ├── StepFailed                 a step failed and its exception type cannot be rebuilt
@@ -25,6 +26,7 @@ The tree branches by what the caller does next:
     │   └── ModelHTTPError             with status code, retryable flag and Retry-After
     ├── ToolArgumentsError         the model's tool arguments are malformed or fail the schema
     ├── UncertainEffect            a side-effecting tool cannot tell whether its effect happened
+    ├── NotApplied                 a tool refused the operation: nothing happened; the model is told
     └── FencedError                another executor took the run over; this one must stop
 
 `FencedError` and cancellation are *sticky*: once a run context has seen one, every
@@ -117,6 +119,17 @@ class SerializationError(AgentdurError):
         self.step = step
 
 
+class ValueTooLarge(SerializationError):
+    """A value to record is larger than `Runtime(max_value_bytes=...)` allows."""
+
+    def __init__(self, message: str, *, step: str | None = None, size: int, limit: int) -> None:
+        super().__init__(message, step=step)
+        self.size = size
+        """The value's size as JSON text, in UTF-8 bytes."""
+        self.limit = limit
+        """The cap it exceeded."""
+
+
 class RunOutcomeError(AgentdurError):
     """Something happened to a run that its caller must handle."""
 
@@ -171,13 +184,33 @@ class MaxTurnsExceeded(RunOutcomeError):
 
 
 class NeedsAttentionError(RunOutcomeError):
-    """An uncertain side effect stopped the run until an operator resolves it."""
+    """An uncertain side effect stopped the run until an operator resolves it.
 
-    def __init__(self, run_id: str, step_index: int, reason: str) -> None:
+    `step_index` is the first step to resolve; `steps` lists every one of them (a crash
+    during a turn's parallel calls can leave several), each `{"step_index", "tool",
+    "message"}`. The run continues once all are resolved.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        step_index: int,
+        reason: str,
+        *,
+        steps: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.steps = steps or [{"step_index": step_index, "message": reason}]
+        if len(self.steps) > 1:
+            indexes = ", ".join(str(e.get("step_index")) for e in self.steps)
+            listed = "; ".join(
+                f"step {e.get('step_index')}: {e.get('message')}" for e in self.steps
+            )
+            what, step = f"steps {indexes} ({listed}). Resolve each", "STEP"
+        else:
+            what, step = f"step {step_index}: {reason}. Resolve it", str(step_index)
         super().__init__(
-            f"run {run_id!r} needs attention at step {step_index}: {reason}. "
-            f"Resolve it with `agentdur resolve {run_id} {step_index} "
-            "(--retry | --result JSON | --fail MESSAGE)`"
+            f"run {run_id!r} needs attention at {what} with `agentdur resolve {run_id} "
+            f"{step} (--retry | --result JSON | --fail MESSAGE)`"
         )
         self.run_id = run_id
         self.step_index = step_index
@@ -225,6 +258,20 @@ class ToolArgumentsError(AgentdurError):
 
 class UncertainEffect(AgentdurError):
     """Raised by a side-effecting tool that cannot tell whether its effect happened."""
+
+
+class NotApplied(AgentdurError):
+    """Raised by a tool that refused the operation: nothing happened in the outside world.
+
+    `raise agentdur.NotApplied("order A17 is already cancelled")`: the model is told
+    exactly that text, the step is recorded as not applied (an ERROR whose type is
+    `NotApplied`, never retried), and a side effect's ledger entry is released, so a
+    corrected call under the same domain key can execute.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class FencedError(AgentdurError):

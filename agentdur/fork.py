@@ -8,8 +8,11 @@ after it. A model switch and dry-run mode are recorded in the new run's metadata
 
     {"fork": {"models": [{"from": j, "provider": p, "model": m}, ...], "dry_run": bool}}
 
-`models` is inherited from the source and extended, because steps the fork inherits may
-have been made under an earlier switch.
+A switch to a `Model` instance also records its answer parameters (`"params"`) and
+endpoint (`"endpoint"`: scheme, host, path, never credentials), from which
+`model_switch.build_model` rebuilds an equivalent model. `models` is inherited from
+the source and extended, because steps the fork inherits may have been made under an
+earlier switch.
 """
 
 from __future__ import annotations
@@ -46,23 +49,32 @@ def plan_fork(
     model: dict[str, str] | None = None,
     dry_run: bool = False,
 ) -> tuple[RunInfo, list[StepInfo]]:
-    """The new run and the steps to copy into it; raises UsageError on bad arguments."""
-    if not 0 <= at_step < len(steps):
+    """The new run and the steps to copy into it; raises UsageError on bad arguments.
+
+    `at_step` is a step index, not a position in `steps`: indices may have gaps (a
+    step called but never recorded), and the fork keeps exactly the steps whose index
+    is below `at_step`.
+    """
+    by_index = {step.step_index: step for step in steps}
+    last = max(by_index, default=-1)
+    if not 0 <= at_step <= last:
         raise UsageError(
             f"at_step {at_step} is out of range: run {source.run_id!r} has "
-            f"{len(steps)} recorded steps (0..{len(steps) - 1})"
+            f"{len(by_index)} recorded steps ({_indices(sorted(by_index))})"
         )
     copied = [
         replace(step, run_id=new_run_id, inherited_from=step.inherited_from or source.run_id)
-        for step in steps[:at_step]
+        for step in steps
+        if step.step_index < at_step
     ]
     live_from = at_step
     if response is not None:
-        target = steps[at_step]
-        if target.kind != "llm":
+        target = by_index.get(at_step)
+        if target is None or target.kind != "llm":
+            what = "not recorded" if target is None else f"a {target.kind} step ({target.name!r})"
             raise UsageError(
                 f"response= replaces an LLM response, but step {at_step} of run "
-                f"{source.run_id!r} is a {target.kind} step ({target.name!r})"
+                f"{source.run_id!r} is {what}"
             )
         copied.append(edited_step(target, new_run_id, coerce_response(response, target), now))
         live_from = at_step + 1
@@ -89,6 +101,15 @@ def plan_fork(
         metadata=metadata,
     )
     return run, copied
+
+
+def _indices(indices: list[int]) -> str:
+    """Step indices for a message: "none", "0..5" or "0, 2, 3"."""
+    if not indices:
+        return "none"
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}..{indices[-1]}"
+    return ", ".join(map(str, indices))
 
 
 def coerce_response(value: Any, replaced: StepInfo) -> ModelResponse:

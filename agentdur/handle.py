@@ -116,8 +116,12 @@ class RunHandle:
         run = self.runtime.get_run(self.run_id)
         if run.status == "NEEDS_ATTENTION":
             reason = run.error or {}
+            steps = reason.get("steps")
             attention = NeedsAttentionError(
-                self.run_id, int(reason.get("step_index", -1)), str(reason.get("message", ""))
+                self.run_id,
+                int(reason.get("step_index", -1)),
+                str(reason.get("message", "")),
+                steps=steps if isinstance(steps, list) else None,
             )
 
             def needs_attention() -> Any:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from agentdur import codec
-from agentdur.agent import resolve_model_choice
 from agentdur.context import ReplayStopped
 from agentdur.engine import Engine
 from agentdur.errors import (
@@ -20,6 +19,8 @@ from agentdur.errors import (
 )
 from agentdur.fork import plan_fork
 from agentdur.handle import RunHandle
+from agentdur.model_switch import resolve_model_choice
+from agentdur.recording import difference
 from agentdur.store import FINISHED, RunInfo, StepInfo
 from agentdur.tool_steps import approval_topic
 from agentdur.workflow import Workflow
@@ -36,10 +37,11 @@ class Operations(Engine):
         The run continues in this process if its workflow is registered here, else in
         any executor that recovers it.
         """
-        data = codec.to_json(value, what=f"the message on topic {topic!r}")
-        status = self._ensure_store().send_message(
-            run_id, topic, value_json=codec.dumps(data), now=self.clock()
-        )
+        what = f"the message on topic {topic!r}"
+        data = codec.to_json(value, what=what)
+        store = self._ensure_store()
+        value_json = codec.dumps(data, what=what, limit=store.max_value_bytes)
+        status = store.send_message(run_id, topic, value_json=value_json, now=self.clock())
         if status is None:
             raise RunNotFoundError(run_id)
         if status in FINISHED:
@@ -187,11 +189,12 @@ class Operations(Engine):
         if until is None and run.status == "SUCCEEDED":
             replayed = codec.to_json(output, what="the replayed output")
             if replayed != run.output:
+                recorded_text, replayed_text = codec.dumps(run.output), codec.dumps(replayed)
                 raise NonDeterminismError(
                     run_id,
                     len(steps),
-                    f"output {codec.dumps(run.output)[:200]}",
-                    f"output {codec.dumps(replayed)[:200]}",
+                    f"output {recorded_text[:200]}",
+                    f"another output, {difference(recorded_text, replayed_text)}",
                 )
         return output
 

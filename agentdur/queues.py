@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentdur.errors import NotRegisteredError, UsageError
+from agentdur.options import checked_options
 
 _QUEUES: dict[str, Queue] = {}
 
@@ -52,6 +53,7 @@ class Queue:
         rate_limit: at most `limit` of its runs begin executing in any `per_seconds`.
     """
 
+    @checked_options()
     def __init__(
         self,
         name: str,

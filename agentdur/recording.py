@@ -13,8 +13,10 @@ Each payload is stored once:
   a raw body (`{"response": ...}`), its tool calls without the parsed `arguments` when
   they are just `raw_arguments` parsed again;
 - tool definitions are stored on the first LLM step and again only when they change;
-- a tool step's input holds the call id and the validated arguments (what the audit
-  shows); its output is the tool's result.
+- a tool call's id and argument text are kept once, in the LLM step's `calls` (moved
+  out of the raw body, put back on read: store/payloads.py); a tool step's input names
+  that call (`{"llm": L, "call": i}`) and keeps the validated arguments only when they
+  differ; its output is the tool's result. Strings over 64 KiB are kept once, by hash.
 
 The request hash of LLM step n is a chain: sha256(hash of step n-1, model, parameters,
 tools, every message new since step n-1 in full, tool-call argument text with sorted
@@ -43,7 +45,8 @@ from agentdur.models import (
     messages_adapter,
 )
 from agentdur.models.base import Model
-from agentdur.store import StepInfo
+from agentdur.store import StepInfo, payloads
+from agentdur.store.payloads import Packed
 
 PARSERS: dict[str, type[Model]] = {
     cls.provider: cls for cls in (OpenAIChat, OpenAIResponses, AnthropicMessages, Scripted)
@@ -114,22 +117,36 @@ def llm_input(
     return data
 
 
-def llm_output(
-    response: ModelResponse, latency_ms: float, endpoint: str | None = None
-) -> dict[str, Any]:
+def llm_output(response: ModelResponse, latency_ms: float, endpoint: str | None = None) -> Packed:
     """An LLM step's recorded output: the raw body when there is one, else the response;
-    with the endpoint that answered (scheme, host, path, from `Model.endpoint()`)."""
+    with the endpoint that answered (scheme, host, path, from `Model.endpoint()`). Its
+    stored form keeps each tool call's id and arguments in `calls` (payloads.py)."""
     extra: dict[str, Any] = {"latency_ms": round(latency_ms, 1)}
     if endpoint is not None:
         extra["endpoint"] = endpoint
     if response.raw is not None:
-        return {"raw": response.raw, **extra}
+        return _packed({"raw": response.raw, **extra}, "raw", response)
     neutral = response.model_dump(mode="json", exclude={"raw"})
     for call in neutral["tool_calls"]:
         reparsed = ToolCall.from_raw(call["id"], call["name"], call["raw_arguments"])
         if codec.dumps_sorted(reparsed.arguments) == codec.dumps_sorted(call["arguments"]):
             del call["arguments"]  # stored once, as the text the model sent
-    return {"response": neutral, **extra}
+    return _packed({"response": neutral, **extra}, "response", response)
+
+
+def _packed(output: dict[str, Any], key: str, response: ModelResponse) -> Packed:
+    if not response.tool_calls:
+        return Packed(output, output)
+    calls = [(c.id, c.raw_arguments, c.arguments) for c in response.tool_calls]
+    return Packed(output, payloads.pack_calls(output, key, calls))
+
+
+def tool_input(llm: tuple[int, dict[str, Any]] | None, position: int, data: dict[str, Any]) -> Any:
+    """A tool step's input to record: naming call `position` of the LLM step `llm` (its
+    index and stored output) when that step was recorded in this execution, else `data`."""
+    if llm is None or position >= len(llm[1].get("calls", ())):
+        return data
+    return Packed(data, payloads.tool_input(llm[0], position, llm[1], data))
 
 
 def response_of(step: StepInfo) -> ModelResponse:
@@ -154,6 +171,8 @@ def tool_content(step: StepInfo) -> tuple[str, bool]:
     if step.status == "ERROR":
         error = step.error or {}
         kind = error.get("type", "Error")
+        if kind == "NotApplied":  # the tool's own words, exactly
+            return str(error.get("message", "")), True
         prefix = "" if kind in {"ToolArgumentsError", "UnknownTool"} else f"{kind}: "
         return f"Error: {prefix}{error.get('message', '')}", True
     output = step.output
@@ -218,9 +237,8 @@ def request_diff(
     new = [m.model_dump(mode="json") for m in _without_response(new_messages, after_response)]
     for position, (before, after) in enumerate(zip(old, new, strict=False)):
         if before != after:
-            return (
-                f"new message {position} ({after.get('role')}) changed: "
-                f"{_excerpt(after)!r} (recorded {_excerpt(before)!r})"
+            return f"new message {position} ({after.get('role')}) changed " + difference(
+                *_compared(before, after)
             )
     if len(old) != len(new):
         return f"{len(new)} new messages instead of {len(old)}"
@@ -234,5 +252,27 @@ def _resolve(item: dict[str, Any], steps: dict[int, StepInfo]) -> dict[str, Any]
     return item
 
 
-def _excerpt(message: dict[str, Any]) -> str:
-    return str(message.get("content") or "")[:80]
+def _compared(before: dict[str, Any], after: dict[str, Any]) -> tuple[str, str]:
+    """The texts to compare of two messages: their content, or all of them as JSON."""
+    old, new = str(before.get("content") or ""), str(after.get("content") or "")
+    if old != new:
+        return old, new
+    return codec.dumps_sorted(before), codec.dumps_sorted(after)
+
+
+def difference(recorded: str, now: str, width: int = 40) -> str:
+    """Where two texts differ: the same window of both around the first character
+    that differs, with its offset (texts that share a long prefix are told apart)."""
+    if recorded == now:
+        return "(no visible difference)"
+    at = next(
+        (i for i, (a, b) in enumerate(zip(recorded, now, strict=False)) if a != b),
+        min(len(recorded), len(now)),
+    )
+    start = max(0, at - width)
+
+    def window(text: str) -> str:
+        end = at + width
+        return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+
+    return f"at character {at}: {window(now)!r} (recorded {window(recorded)!r})"

@@ -2,7 +2,10 @@
 
 Exponential backoff with full jitter (the delay before attempt n+1 is uniform in
 [0, min(max_delay, backoff * 2**(n-1))]), except that a provider's Retry-After wins:
-when an error carries `retry_after`, that is the wait (capped by `max_delay`). Errors
+when an error carries `retry_after`, that is the wait. `wait` reports it in full;
+`delay` caps it at `max_delay`, for a step that can only wait in process. The retry
+loop (`kernel.Attempts`) sleeps a short wait in process and releases the run as
+WAITING for a longer one, where the step kind can resume its attempts. Errors
 that say they are not worth retrying (`retryable = False`, e.g. an HTTP 400 from a model
 provider) are not retried whatever `retry_on` says.
 """
@@ -44,7 +47,15 @@ class RetryPolicy:
             raise UsageError("retries, backoff and max_delay must not be negative")
 
     def delay(self, attempt: int, exc: BaseException) -> float | None:
-        """Seconds to wait after failed attempt `attempt` (1-based), or None to give up."""
+        """Seconds to wait in process after failed attempt `attempt` (1-based), or None
+        to give up: `wait`, never longer than `max_delay`."""
+        wait = self.wait(attempt, exc)
+        return None if wait is None else min(wait, self.max_delay)
+
+    def wait(self, attempt: int, exc: BaseException) -> float | None:
+        """Seconds until the next attempt after failed attempt `attempt` (1-based), or
+        None to give up. A Retry-After is returned in full, even past `max_delay`: a
+        run that can release itself waits that long without holding its lease."""
         if attempt > self.retries or isinstance(exc, _NEVER_RETRIED):
             return None
         if not isinstance(exc, self.retry_on):
@@ -53,8 +64,6 @@ class RetryPolicy:
             return None
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and retry_after >= 0:
-            # Honoured, but never longer than max_delay: a run waiting in process holds
-            # its lease and a coroutine, and a server's "come back in an hour" should not.
-            return min(float(retry_after), self.max_delay)
+            return float(retry_after)
         ceiling = min(self.max_delay, self.backoff * 2 ** (attempt - 1))
         return random.uniform(0, ceiling)

@@ -1,7 +1,8 @@
 """Runtime: the object an application creates to run durable workflows and agents.
 
 `Engine` (engine.py) starts, executes and recovers runs; `Operations` (operations.py)
-replays, forks and applies operators' decisions; this module adds agents and queues.
+replays, forks and applies operators' decisions; `Retention` (retention.py) deletes old
+runs; this module adds agents and queues.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from typing import Any
 from agentdur import codec, recording
 from agentdur.agent import Agent, AgentResult, Prompt
 from agentdur.audit import Audit
+from agentdur.errors import UsageError
 from agentdur.handle import RunHandle
 from agentdur.models import Usage
 from agentdur.operations import Operations
 from agentdur.queues import Queue, lookup_queue
+from agentdur.retention import Retention
 from agentdur.store import RunInfo
 from agentdur.streaming import AgentStream
 from agentdur.worker import Worker
 from agentdur.workflow import Workflow
 
 
-class Runtime(Operations):
+class Runtime(Operations, Retention):
     """Runs workflows durably against one database.
 
     Args:
@@ -50,7 +53,15 @@ class Runtime(Operations):
             released for recovery; a run is never failed because a write failed.
         poll_interval: seconds between the scheduler's ticks, which wake WAITING runs
             whose time came and take over runs (with `recover`).
+        max_value_bytes: the cap on one recorded value as JSON, in UTF-8 bytes (default
+            16 MiB): a run's input and output, a step's arguments, output or error, a
+            tool's result, a message sent with `send`, an LLM step's request messages and
+            raw response body. A value over it is a `ValueTooLarge` naming the step (a
+            read-only or idempotent tool's result: a tool error the model sees).
         clock: the source of the current time (tests move it instead of sleeping).
+        tracer_provider: an OpenTelemetry `TracerProvider` for run and step spans;
+            defaults to the global one. Without opentelemetry installed, or with no
+            provider given or set globally, nothing is traced (docs/deployment.md).
 
     The constructor does no I/O: the store opens on first use, on `open()`, or on
     entering `with Runtime(...) as rt`.
@@ -73,35 +84,65 @@ class Runtime(Operations):
         self.registry.add(agent.workflow, what="agent", replace=replace)
         return agent
 
-    def start_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> RunHandle:
+    def start_agent(
+        self,
+        agent: Agent,
+        prompt: Prompt,
+        *,
+        run_id: str | None = None,
+        key_scope: str | None = None,
+    ) -> RunHandle:
         """Start an agent run; `handle.result()` gives `{"output", "usage"}`.
 
         Prefer `run_agent` / `arun_agent`, which return an `AgentResult`.
         """
         self.register(agent)
-        return self._start(agent.workflow, (prompt,), {}, run_id=run_id)
+        return self._start(agent.workflow, (prompt,), _scope(key_scope), run_id=run_id)
 
     async def astart_agent(
-        self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
+        self,
+        agent: Agent,
+        prompt: Prompt,
+        *,
+        run_id: str | None = None,
+        key_scope: str | None = None,
     ) -> RunHandle:
         """Async twin of `start_agent`."""
         self.register(agent)
-        return await self._astart(agent.workflow, (prompt,), {}, run_id=run_id)
+        return await self._astart(agent.workflow, (prompt,), _scope(key_scope), run_id=run_id)
 
-    def run_agent(self, agent: Agent, prompt: Prompt, *, run_id: str | None = None) -> AgentResult:
+    def run_agent(
+        self,
+        agent: Agent,
+        prompt: Prompt,
+        *,
+        run_id: str | None = None,
+        key_scope: str | None = None,
+    ) -> AgentResult:
         """Blocking form of `arun_agent`."""
-        handle = self.start_agent(agent, prompt, run_id=run_id)
+        handle = self.start_agent(agent, prompt, run_id=run_id, key_scope=key_scope)
         return self.agent_result(agent, handle.run_id, handle.result())
 
     async def arun_agent(
-        self, agent: Agent, prompt: Prompt, *, run_id: str | None = None
+        self,
+        agent: Agent,
+        prompt: Prompt,
+        *,
+        run_id: str | None = None,
+        key_scope: str | None = None,
     ) -> AgentResult:
         """Run an agent durably on a prompt (a string or a list of messages).
 
         Every LLM call and tool call is a recorded step. Starting with an existing
         `run_id` returns that run's result without calling anything again.
+
+        Args:
+            key_scope: prefixed to the domain keys of this run's side effects
+                (`tenant-42/refund:A17`), so the effect ledger deduplicates per scope
+                (a tenant, a test world) instead of across the whole database. Recorded
+                with the run's input: recovery and forks keep it.
         """
-        handle = await self.astart_agent(agent, prompt, run_id=run_id)
+        handle = await self.astart_agent(agent, prompt, run_id=run_id, key_scope=key_scope)
         data = await handle.aresult()
         return await asyncio.to_thread(self.agent_result, agent, handle.run_id, data)
 
@@ -228,3 +269,13 @@ class Runtime(Operations):
         Worker(
             self, queues, concurrency=concurrency, poll_interval=poll_interval, grace=grace
         ).run()
+
+
+def _scope(key_scope: str | None) -> dict[str, Any]:
+    """The agent workflow's keyword arguments for a key scope (none without one, so the
+    input of a run without a scope is what it always was)."""
+    if key_scope is None:
+        return {}
+    if not isinstance(key_scope, str) or not key_scope:
+        raise UsageError(f"key_scope must be a non-empty str, got {key_scope!r}")
+    return {"key_scope": key_scope}

@@ -1,10 +1,17 @@
-"""AgentStream: the events of a streaming agent run, for sync or async iteration."""
+"""AgentStream: the events of a streaming agent run, for sync or async iteration.
+
+Besides the model's events (`TextDelta`, `ToolCallStarted`, `ToolCallDelta`) a stream
+carries `AttemptRestarted` when an LLM step's attempt failed after part of it was
+streamed and the step tries again: what the consumer showed of that step is void, and
+the next attempt's events start from the beginning.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import queue
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentdur.models.base import StreamEvent
@@ -15,6 +22,23 @@ if TYPE_CHECKING:
     from agentdur.runtime import Runtime
 
 _END = object()
+
+
+@dataclass(frozen=True)
+class AttemptRestarted:
+    """LLM step `step_index` starts attempt `attempt` (2, 3...) after the previous one
+    failed: discard what was shown of this step since its last `AttemptRestarted` (or
+    its start). The next attempt may come later, after the run waited (released)."""
+
+    step_index: int
+    attempt: int
+    """The number of the attempt that starts now (the failed one was `attempt - 1`)."""
+    reason: str
+    """Why the previous attempt failed (the error's type and message)."""
+
+
+AgentEvent = StreamEvent | AttemptRestarted
+"""What an `AgentStream` yields (never `StreamDone`: the result is `stream.result`)."""
 
 
 class AgentStream:
@@ -37,7 +61,7 @@ class AgentStream:
         assert self._handle is not None
         return self._handle.run_id
 
-    def put(self, event: StreamEvent) -> None:
+    def put(self, event: AgentEvent) -> None:
         self._queue.put(event)
 
     def attach(self, handle: RunHandle) -> None:
@@ -53,12 +77,12 @@ class AgentStream:
         data = self._handle.result()
         self.result = self._runtime.agent_result(self._agent, self._handle.run_id, data)
 
-    def __iter__(self) -> Iterator[StreamEvent]:
+    def __iter__(self) -> Iterator[AgentEvent]:
         while (item := self._queue.get()) is not _END:
             yield item
         self._finish()
 
-    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    async def __aiter__(self) -> AsyncIterator[AgentEvent]:
         while (item := await asyncio.to_thread(self._queue.get)) is not _END:
             yield item
         await asyncio.to_thread(self._finish)

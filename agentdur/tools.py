@@ -20,13 +20,14 @@ arguments with Python defaults filled in, and is used as given.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
 import json
 import re
 import string
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict, get_args, get_origin, overload
 
 import jsonschema
@@ -35,6 +36,7 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema
 
 from agentdur.errors import ToolArgumentsError, UsageError
+from agentdur.options import checked_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -49,6 +51,7 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # what OpenAI and Anthropic bot
 _SECTION_RE = re.compile(r"^(?:Args|Arguments|Parameters):[ \t]*$")
 _ENTRY_RE = re.compile(r"^\*{0,2}(\w+)[ \t]*(?:\([^)]*\))?[ \t]*:[ \t]*(.*)$")
 _JSON_TYPES = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+_DRAFT = jsonschema.Draft202012Validator
 _SECTIONS = ("Args:", "Arguments:", "Parameters:", "Returns:", "Raises:", "Yields:")
 
 
@@ -71,6 +74,13 @@ class ToolContext:
     """For `transactional=True` tools: a connection in the step checkpoint's transaction."""
     tool_name: str = ""
     """The name of the tool being called."""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    """The call's validated arguments as JSON (as recorded): what a `reconcile` hook
+    checks against the outside system."""
+    fencing_token: int = 0
+    """The run's epoch, increased by every takeover of the run by another executor. Pass
+    it to an outside system that can refuse a lower token than it has seen, so a stalled
+    former owner that wakes up cannot act after the takeover."""
 
 
 class ToolOptions(TypedDict, total=False):
@@ -83,6 +93,11 @@ class ToolOptions(TypedDict, total=False):
     requires_approval: bool
     transactional: bool
     key: str | KeyFn | None
+    parameters: dict[str, Any] | None
+    uncertain_on: tuple[type[BaseException], ...] | None
+
+
+TOOL_OPTIONS = ToolOptions.__optional_keys__ | ToolOptions.__required_keys__
 
 
 def is_async_callable(obj: object) -> bool:
@@ -104,6 +119,7 @@ class Tool:
     """A function the model can call, with its schema, effect kind and hooks; made by
     `tool()`, whose Args describe the options. Calling it calls the function directly."""
 
+    @checked_options("Tool()", valid=TOOL_OPTIONS)
     def __init__(self, fn: Callable[..., Any], /, **options: Unpack[ToolOptions]) -> None:
         self.fn = fn
         self.name: str = options.get("name") or str(getattr(_unwrap(fn), "__name__", ""))
@@ -112,6 +128,7 @@ class Tool:
         self.requires_approval: bool = options.get("requires_approval", False)
         self.transactional: bool = options.get("transactional", False)
         self.key: str | KeyFn | None = options.get("key")
+        self.uncertain_on: tuple[type[BaseException], ...] | None = options.get("uncertain_on")
         self.is_async = is_async_callable(fn)
         self._hooks: dict[str, Callable[..., Any]] = {}
         doc = inspect.getdoc(_unwrap(fn)) or ""
@@ -119,10 +136,23 @@ class Tool:
         self.description: str = _summary(doc) if description is None else description
 
         problems = self._check_options()
-        fields, self.context_param, self._positional = _inspect_params(fn, _arg_docs(doc), problems)
+        given = options.get("parameters")
+        self._schema_names: frozenset[str] | None = None
+        """For a tool made from a JSON Schema: the argument names the function takes
+        (None when it takes `**kwargs`, or for a tool made from type hints)."""
+        if given is not None:
+            fields: dict[str, tuple[Any, str]] = {}
+            self.context_param, self._schema_names = _schema_params(fn, given, problems)
+            self._positional: list[str] = []
+            names = list(given.get("properties") or {}) if isinstance(given, dict) else []
+        else:
+            fields, self.context_param, self._positional = _inspect_params(
+                fn, _arg_docs(doc), problems
+            )
+            names = [alias for _, alias in fields.values()]
         self.takes_context = self.context_param is not None
         if isinstance(self.key, str):
-            problems += _check_key_format(self.key, [alias for _, alias in fields.values()])
+            problems += _check_key_format(self.key, names)
         if problems:
             where = getattr(_unwrap(fn), "__qualname__", repr(fn))
             listed = "\n".join(f"  - {p}" for p in problems)
@@ -133,6 +163,14 @@ class Tool:
         self._aliases = {internal: alias for internal, (_, alias) in fields.items()}
         params = inspect.signature(fn).parameters.values()
         self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self._model: type[pydantic.BaseModel] | None = None
+        if given is not None:
+            # The schema as given is what the model sees and what validates its arguments
+            # (in the draft its `$schema` names, 2020-12 by default, formats checked).
+            self.parameters = copy.deepcopy(given)
+            cls = jsonschema.validators.validator_for(given, default=_DRAFT)
+            self._validator = cls(self.parameters, format_checker=cls.FORMAT_CHECKER)
+            return
         self._model = pydantic.create_model(
             self.name,
             __config__=pydantic.ConfigDict(extra="forbid"),
@@ -156,6 +194,14 @@ class Tool:
             problems.append(f"retries must be an int >= 0, got {self.retries!r}")
         if self.key is not None and not isinstance(self.key, str) and not callable(self.key):
             problems.append(f"key must be a format string or a callable, got {self.key!r}")
+        uncertain = self.uncertain_on
+        if uncertain is not None and not (
+            isinstance(uncertain, tuple)
+            and all(isinstance(c, type) and issubclass(c, BaseException) for c in uncertain)
+        ):
+            problems.append(
+                f"uncertain_on must be a tuple of exception classes (or None), got {uncertain!r}"
+            )
         return problems
 
     @property
@@ -201,7 +247,9 @@ class Tool:
             got = _JSON_TYPES.get(type(value), "null")
             raise ToolArgumentsError(self.name, f"arguments must be a JSON object, got {got}")
         problems = [self._describe(error) for error in self._validator.iter_errors(value)]
-        if not problems:
+        if not problems and self._model is None:
+            problems = self._unknown_names(value)
+        elif not problems and self._model is not None:
             try:  # what JSON Schema cannot say: formats, the models' own validators
                 self._model.model_validate(value)
             except pydantic.ValidationError as exc:
@@ -213,13 +261,21 @@ class Tool:
     def _describe(self, error: jsonschema.ValidationError) -> str:
         path = _path(error.absolute_path)
         if not path and error.validator == "additionalProperties":
-            unknown = sorted(set(error.instance) - set(self.parameters["properties"]))
-            valid = ", ".join(repr(p) for p in self.parameters["properties"]) or "none"
-            noun = "argument" if len(unknown) == 1 else "arguments"
-            return f"unknown {noun} {', '.join(repr(u) for u in unknown)} (valid: {valid})"
+            properties = self.parameters.get("properties") or {}
+            return _unknown(sorted(set(error.instance) - set(properties)), properties)
         return f"{path!r}: {error.message}" if path else error.message
 
+    def _unknown_names(self, value: dict[str, Any]) -> list[str]:
+        """For a schema tool: arguments its function cannot take, which the schema did
+        not exclude (no `additionalProperties: false`). Rejected, not dropped."""
+        if self._schema_names is None:
+            return []
+        unknown = sorted(set(value) - self._schema_names)
+        return [_unknown(unknown, self.parameters.get("properties") or {})] if unknown else []
+
     def _typed(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        if self._model is None:  # a schema tool takes the JSON values as they are
+            return dict(arguments)
         try:
             instance = self._model.model_validate(arguments)
         except pydantic.ValidationError as exc:
@@ -246,8 +302,9 @@ class Tool:
 
     def reconcile(self, fn: Callable[[ToolContext], Any]) -> Callable[[ToolContext], Any]:
         """Register `fn(ctx)` (sync or async), run for a side effect found started but not
-        finished: it asks the outside system whether the effect happened (by
-        `ctx.idempotency_key`) and returns the tool's result if so, None if not."""
+        finished, or whose call ended uncertain: it asks the outside system whether the
+        effect happened (by `ctx.idempotency_key`, or the call's `ctx.arguments`) and
+        returns the tool's result if so, None if not."""
         return self._register("reconcile", fn)
 
     def simulate(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -299,6 +356,7 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(**options: Unpack[ToolOptions]) -> Callable[[Callable[..., Any]], Tool]: ...
+@checked_options("tool()", valid=TOOL_OPTIONS)
 def tool(
     fn: Callable[..., Any] | None = None, /, **options: Unpack[ToolOptions]
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
@@ -317,6 +375,17 @@ def tool(
         transactional: the tool gets `ctx.db`, in the checkpoint's transaction.
         key: a domain key, a format string (`"refund:{order_id}"`) or a callable of the
             arguments dict, so the effect ledger dedupes across runs and forks.
+        parameters: a JSON Schema of the arguments (an OpenAI function's `parameters`,
+            an MCP tool's `inputSchema`), used instead of the type hints: sent to the
+            model as given, the arguments validated against it (jsonschema) and passed
+            to `fn` as keyword arguments, plain JSON values. `fn` takes each property
+            by name (or `**kwargs`) and may take a `ToolContext`; an invalid schema is a
+            `UsageError`. The other options apply unchanged.
+        uncertain_on: for a `side_effect` tool, the exceptions after which its effect
+            may have happened (reconcile, or NEEDS_ATTENTION) besides `UncertainEffect`.
+            None (the default) means transport timeouts and disconnects after sending
+            (httpx, requests, aiohttp, urllib3, builtin `TimeoutError` and connection
+            resets); `()` means none: every other exception counts as not executed.
     """
     if fn is None:
         return lambda f: Tool(f, **options)
@@ -391,6 +460,65 @@ def _inspect_params(
         if param.kind is param.POSITIONAL_ONLY:
             positional.append(name)
     return fields, context, positional
+
+
+def _schema_params(
+    fn: Callable[..., Any], schema: Any, problems: list[str]
+) -> tuple[str | None, frozenset[str] | None]:
+    """For a tool made from a JSON Schema: the `ToolContext` parameter's name and the
+    argument names `fn` takes (None with `**kwargs`); problems appended to `problems`."""
+    if not isinstance(schema, dict):
+        problems.append(f"parameters must be a JSON Schema object (a dict), got {schema!r}")
+        return None, None
+    cls = jsonschema.validators.validator_for(schema, default=_DRAFT)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = _path(exc.absolute_path)
+        problems.append(
+            f"parameters is not a valid JSON Schema: {exc.message}"
+            + (f" (at {where})" if where else "")
+        )
+        return None, None
+    if schema.get("type") != "object":
+        problems.append(
+            f'parameters must describe an object ("type": "object"), got {schema.get("type")!r}'
+        )
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    try:
+        params = inspect.signature(fn, eval_str=True).parameters.values()
+    except (NameError, TypeError, SyntaxError):
+        params = inspect.signature(fn).parameters.values()
+    context: str | None = None
+    takes: set[str] = set()
+    any_name = False
+    for param in params:
+        if param.annotation is ToolContext:
+            context = context or param.name
+        elif param.kind is param.VAR_KEYWORD:
+            any_name = True
+        elif param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
+            problems.append(f"parameter {param.name!r} cannot be passed by keyword")
+        else:
+            takes.add(param.name)
+            if param.default is param.empty and param.name not in required:
+                problems.append(
+                    f"parameter {param.name!r} has no default but is not required by the schema"
+                )
+    missing = [name for name in properties if name not in takes and not any_name]
+    if missing:
+        problems.append(
+            "the function takes no parameter for schema properties "
+            + ", ".join(repr(name) for name in missing)
+        )
+    return context, None if any_name else frozenset(properties)
+
+
+def _unknown(names: list[str], properties: Any) -> str:
+    valid = ", ".join(repr(p) for p in properties) or "none"
+    noun = "argument" if len(names) == 1 else "arguments"
+    return f"unknown {noun} {', '.join(repr(u) for u in names)} (valid: {valid})"
 
 
 def _has_description(annotation: Any) -> bool:

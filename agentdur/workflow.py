@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -27,7 +28,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, overload
 
-from agentdur import codec
+from agentdur import codec, tracing
 from agentdur.context import RunContext, current_run
 from agentdur.errors import (
     NotRegisteredError,
@@ -35,6 +36,8 @@ from agentdur.errors import (
     UsageError,
 )
 from agentdur.kernel import Action, Attempts, Requested
+from agentdur.options import checked_options
+from agentdur.recording import difference
 from agentdur.retry import RetryPolicy
 from agentdur.store import StepInfo
 from agentdur.tools import is_async_callable
@@ -134,6 +137,7 @@ def find_workflow(name: str) -> Workflow[Any] | None:
 def workflow(fn: F, /) -> Workflow[Any]: ...
 @overload
 def workflow(*, name: str | None = None) -> Callable[[F], Workflow[Any]]: ...
+@checked_options("workflow()")
 def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
     """Declare a durable workflow: its body is re-executed on recovery, its steps are not.
 
@@ -182,9 +186,20 @@ class Step:
         """The function itself (a coroutine for an async step), for a call inside a step."""
         return self.fn(*args, **kwargs)
 
-    def _replayed(self, ctx: RunContext, index: int) -> StepInfo | None:
-        """The recorded outcome to return, or None to execute (a step never resumes)."""
-        decision = ctx.look_up(Requested(index, self.name, self.kind))
+    def _replayed(self, ctx: RunContext, index: int, arguments: Any) -> StepInfo | None:
+        """The recorded outcome to return, or None to execute (a step never resumes).
+
+        `arguments` is the step's input record: called with other arguments than the
+        recording holds at its index, the step diverges.
+        """
+        requested = Requested(index, self.name, self.kind, input_hash=input_hash(arguments))
+        decision = ctx.look_up(
+            requested,
+            explain=lambda step: (
+                "other arguments, "
+                + difference(codec.dumps_sorted(step.input), codec.dumps_sorted(arguments))
+            ),
+        )
         return decision.recorded if decision.action is Action.REPLAY else None
 
     def _outcome(self, recorded: StepInfo) -> Any:
@@ -206,7 +221,8 @@ class Step:
     async def _run_async(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        recorded = self._replayed(ctx, index)
+        arguments = _input_record(args, kwargs)
+        recorded = self._replayed(ctx, index, arguments)
         if recorded is not None:
             return self._outcome(recorded)
         started = ctx.clock()
@@ -218,23 +234,25 @@ class Step:
                     result = await self.fn(*extra, *args, **kwargs)
                 finally:
                     _inside_step.reset(inside)
-                step = self._success(ctx, index, args, kwargs, started, number, result)
+                step = self._success(ctx, index, arguments, started, number, result)
                 return await ctx.arecord(
                     step, input_data=step.input, output_data=step.output, cur=cur
                 )
 
-        outcome = await self._attempts(ctx, index).run(attempt)
-        if outcome.error is not None:
-            step = self._failure(ctx, index, args, kwargs, started, outcome.attempts)
-            error = codec.encode_error(outcome.error)
-            await ctx.arecord(step, input_data=step.input, error_data=error)
-            raise outcome.error
-        return self._outcome(outcome.committed or _done(outcome.value))
+        with tracing.step_span(ctx, index, self.name, self.kind):
+            outcome = await self._attempts(ctx, index).run(attempt)
+            if outcome.error is not None:
+                step = self._failure(ctx, index, arguments, started, outcome.attempts)
+                error = codec.encode_error(outcome.error)
+                await ctx.arecord(step, input_data=step.input, error_data=error)
+                raise outcome.error
+            return self._outcome(outcome.committed or _done(outcome.value))
 
     def _run_sync(
         self, ctx: RunContext, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        recorded = self._replayed(ctx, index)
+        arguments = _input_record(args, kwargs)
+        recorded = self._replayed(ctx, index, arguments)
         if recorded is not None:
             return self._outcome(recorded)
         started = ctx.clock()
@@ -246,23 +264,23 @@ class Step:
                     result = self.fn(*extra, *args, **kwargs)
                 finally:
                     _inside_step.reset(inside)
-                step = self._success(ctx, index, args, kwargs, started, number, result)
+                step = self._success(ctx, index, arguments, started, number, result)
                 return ctx.record(step, input_data=step.input, output_data=step.output, cur=cur)
 
-        outcome = self._attempts(ctx, index).run_sync(attempt)
-        if outcome.error is not None:
-            step = self._failure(ctx, index, args, kwargs, started, outcome.attempts)
-            error = codec.encode_error(outcome.error)
-            ctx.record(step, input_data=step.input, error_data=error)
-            raise outcome.error
-        return self._outcome(outcome.committed or _done(outcome.value))
+        with tracing.step_span(ctx, index, self.name, self.kind):
+            outcome = self._attempts(ctx, index).run_sync(attempt)
+            if outcome.error is not None:
+                step = self._failure(ctx, index, arguments, started, outcome.attempts)
+                error = codec.encode_error(outcome.error)
+                ctx.record(step, input_data=step.input, error_data=error)
+                raise outcome.error
+            return self._outcome(outcome.committed or _done(outcome.value))
 
     def _success(
         self,
         ctx: RunContext,
         index: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        arguments: Any,
         started: datetime,
         attempt: int,
         result: Any,
@@ -279,7 +297,7 @@ class Step:
             "SUCCEEDED",
             started,
             attempt,
-            input=_input_record(args, kwargs),
+            input=arguments,
             output=output,
         )
 
@@ -287,12 +305,11 @@ class Step:
         self,
         ctx: RunContext,
         index: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        arguments: Any,
         started: datetime,
         attempt: int,
     ) -> StepInfo:
-        return self._info(ctx, index, "ERROR", started, attempt, input=_input_record(args, kwargs))
+        return self._info(ctx, index, "ERROR", started, attempt, input=arguments)
 
     def _info(
         self,
@@ -313,6 +330,7 @@ class Step:
             attempts=attempts,
             started_at=started,
             finished_at=ctx.clock(),
+            request_hash=input_hash(payload.get("input")),
         )
 
 
@@ -375,6 +393,11 @@ def _input_record(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return record or None
 
 
+def input_hash(arguments: Any) -> str:
+    """sha256 of a step's input record (canonical JSON): kept in its `request_hash`."""
+    return hashlib.sha256(codec.dumps_sorted(arguments).encode()).hexdigest()
+
+
 def _lenient(value: Any) -> Any:
     try:
         return codec.to_json(value, what="a step argument")
@@ -404,6 +427,7 @@ def step(
     max_delay: float = 60.0,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
 ) -> Callable[[F], Step]: ...
+@checked_options("step()")
 def step(
     fn: Any = None,
     /,

@@ -127,7 +127,11 @@ def test_replay_of_changed_code_exits_1_naming_the_divergence(
     assert last.startswith(
         "diverged after 0 steps: run 'c-a1' diverged from its recording at step 0"
     )
-    assert "new message 0 (system) changed: 'You are a support agent. Refund without" in last
+    assert (
+        "new message 0 (system) changed at character 25: 'You are a support agent. Refund "
+        "without looking orders up.' (recorded 'You are a support agent. Look orders up "
+        "before refunding them.')"
+    ) in last
     done = cli(database_url, "replay", "c-greet", "--app", APP, env={"AUDIT_APP_VERSION": "v2"})
     assert done.returncode == 1
     assert "recorded step 'audit_app.shout', the code now asks for step 'audit_app.whisper'" in (

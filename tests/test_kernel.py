@@ -81,3 +81,31 @@ def test_a_retry_after_longer_than_max_delay_is_capped() -> None:
     assert policy.delay(1, an_hour) == 30.0
     a_second = ModelHTTPError("slow down", status_code=429, retryable=True, retry_after=1)
     assert policy.delay(1, a_second) == 1.0
+
+
+# -- issue 10 items 3 and 4: a replay resumes nothing; other arguments diverge ---------
+
+
+@pytest.mark.parametrize("status", ["STARTED", "WAITING"])
+def test_a_replay_stops_at_a_step_it_would_have_to_resume(status: str) -> None:
+    # Resuming settles the step (a reconcile hook, a reviewer's decision): user I/O.
+    recorded = _step(status)
+    decision = _decide(recorded, replaying=True)
+    assert (decision.action, decision.recorded) == (Action.STOP, recorded)
+
+
+def test_a_step_called_with_other_arguments_diverges() -> None:
+    wanted = Requested(3, "charge", "step", input_hash="b" * 64)
+    decision = _decide(_step("SUCCEEDED", kind="step", request_hash="a" * 64), wanted)
+    assert (decision.action, decision.found) == (
+        Action.DIVERGE,
+        "step 'charge' with input hash aaaaaaaaaaaa",
+    )
+    same = _decide(_step("SUCCEEDED", kind="step", request_hash="b" * 64), wanted)
+    assert same.action is Action.REPLAY
+
+
+def test_a_step_recorded_without_an_input_hash_is_not_compared() -> None:
+    # Recordings made before input hashes were kept replay as before.
+    wanted = Requested(3, "charge", "step", input_hash="b" * 64)
+    assert _decide(_step("SUCCEEDED", kind="step"), wanted).action is Action.REPLAY

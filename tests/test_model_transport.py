@@ -216,8 +216,12 @@ def test_a_faulty_stream_is_retried_and_only_the_answer_recorded(
     assert (step.kind, step.status, step.attempts) == ("llm", "SUCCEEDED", 2)
     recorded = agentdur.recording.response_of(step)
     assert recorded.text == text
-    assert all(isinstance(event, TextDelta) for event in events)
-    assert "".join(e.text for e in events).endswith(text)  # the complete attempt, at the end
+    # The cut attempt's text, then the word that it restarted, then the complete one.
+    restarts = [e for e in events if isinstance(e, agentdur.AttemptRestarted)]
+    assert [(r.step_index, r.attempt) for r in restarts] == [(0, 2)]
+    after = events[events.index(restarts[0]) + 1 :]
+    assert all(isinstance(event, TextDelta) for event in after)
+    assert "".join(e.text for e in after) == text
 
 
 @pytest.mark.parametrize("adapter", list(STREAMS))

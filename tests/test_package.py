@@ -30,14 +30,18 @@ DISTRIBUTIONS = {
     "anyio": "anyio",
     "httpx": "httpx",
     "httpx2": "httpx2",
+    "jinja2": "jinja2",
     "jsonschema": "jsonschema",
     "openai": "openai",
+    "opentelemetry": "opentelemetry-api",
     "psycopg": "psycopg",
     "psycopg_pool": "psycopg-pool",
     "pydantic": "pydantic",
     "pydantic_core": "pydantic",  # pydantic pins its own core; declaring it could conflict
     "respx": "respx",
+    "starlette": "starlette",
     "typing_extensions": "typing-extensions",
+    "uvicorn": "uvicorn",
 }
 """Top-level module imported by agentdur -> the distribution that provides it."""
 
@@ -47,6 +51,9 @@ MODULE_EXTRAS = {
     "models/openai_responses.py": {"openai"},
     # The respx bridge, plus openai_client() / anthropic_client() for those SDKs' users.
     "testing.py": {"testing", "openai", "anthropic"},
+    "tracing.py": {"otel"},
+    "cli_ui.py": {"ui"},  # imported when `agentdur ui` runs, with a clear error if absent
+    "ui/app.py": {"ui"},
 }
 """Modules whose imports may come from extras, besides `dependencies`."""
 

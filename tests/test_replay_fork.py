@@ -257,8 +257,11 @@ def test_changed_instructions_diverge_at_step_0_naming_the_message(
     assert info.value.index == 0
     message = str(info.value)
     assert "diverged from its recording at step 0" in message
-    assert "new message 0 (system) changed: 'You are a terse support agent.'" in message
-    assert f"(recorded {INSTRUCTIONS!r})" in message
+    # Where the texts differ, the same window of both (issue 10 item 13).
+    assert (
+        "new message 0 (system) changed at character 10: 'You are a terse support agent.' "
+        "(recorded 'You are a support agent. Look orders up before ref...')"
+    ) in message
     assert table_dump(database_url) == before
 
 
@@ -498,7 +501,7 @@ def test_fork_switches_to_a_model_instance_for_the_rest(
         ("llm", "scripted-b", "scripted-b"),
     ]
     assert rt.get_run("f-model").metadata["fork"]["models"] == [
-        {"from": 2, "provider": "scripted", "model": "scripted-b"}
+        {"from": 2, "provider": "scripted", "model": "scripted-b", "params": {}}
     ]
     assert COUNTS["refund_order"] == 1
 

@@ -5,7 +5,8 @@ Benchmarks:
           PostgreSQL, next to the floor (one bare durable commit on the same backend).
   queue   throughput of 2,000 one-step runs with 1, 2 and 4 `agentdur worker` processes,
           pick-up latency of an idle worker, time to recover 10,000 runs of a dead worker.
-  (agent and replay live in bench_agent.py, concurrency in bench_concurrency.py; add each as
+  (agent and replay live in bench_agent.py, concurrency in bench_concurrency.py, ui in
+  bench_ui.py; add each as
   a function registered with @benchmark.)
 
 Each benchmark is one function registered with `@benchmark`; they share `time_runs` (warm-up,
@@ -797,9 +798,13 @@ def bench_queue(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     import bench_agent  # the agent and replay benchmarks, registered here
     import bench_concurrency  # the concurrency benchmark
+    import bench_storage  # the storage benchmark (issue 13)
+    import bench_ui  # the web UI benchmark
 
     bench_agent.register(sys.modules[__name__])
     bench_concurrency.register(sys.modules[__name__])
+    bench_storage.register(sys.modules[__name__])
+    bench_ui.register(sys.modules[__name__])
     parser = argparse.ArgumentParser(
         prog="python tools/bench.py", description="agentdur benchmarks"
     )

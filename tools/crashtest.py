@@ -465,7 +465,10 @@ class Harness:
                 self.violation(f"run {run_id} needs attention at step {index}, not STARTED")
                 continue
             self.attention_reasons[_reason_kind(message)] += 1
-            key = f"refund:{step[4]['arguments']['order_id']}"
+            # The arguments as the store rebuilds them (a tool step stores a reference
+            # to the LLM step's call, not the arguments again).
+            recorded = {s.step_index: s for s in self.operator.steps(run_id)}[index]
+            key = f"refund:{recorded.input['arguments']['order_id']}"
             if key in executed:
                 self.operator.resolve(run_id, index, "result", executed[key])
                 self.resolutions["result"] += 1

@@ -117,6 +117,13 @@ class AnthropicMessages(SDKModel):
         description["params"]["max_tokens"] = self.max_tokens
         return description
 
+    def with_settings(self, model_name: str, params: dict[str, Any]) -> AnthropicMessages:
+        settings = dict(params)
+        max_tokens = settings.pop("max_tokens", self.max_tokens)
+        clone = super().with_settings(model_name, settings)
+        clone.max_tokens = max_tokens
+        return clone
+
     def _default_client(self, sdk: ModuleType) -> Any:
         return sdk.AsyncAnthropic(**self._client_options)
 

@@ -30,6 +30,7 @@ import json
 import math
 import re
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import (
     AsyncGenerator,
@@ -137,6 +138,14 @@ class Model(ABC):
         clone.params = dict(self.params)
         return clone
 
+    def with_settings(self: _M, model_name: str, params: dict[str, Any]) -> _M:
+        """A copy with another model and exactly these recorded parameters (the
+        `params` of `describe()`), sharing the client: how a fork's recorded model
+        switch is rebuilt on the agent's own adapter."""
+        clone = self.with_model(model_name)
+        clone.params = dict(params)
+        return clone
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_name!r})"
 
@@ -231,7 +240,12 @@ class SDKModel(Model):
         self._request_options = {k: v for k, v in params.items() if k not in self.answer_params}
         self.rate_limit = rate_limit
         self._client = client
-        self._no_retry_client: Any = None
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        """The client of each event loop, SDK retries off. SDK clients bind their
+        connection pool to the loop that first used it, and each Runtime runs its own
+        loop: an agent used by a second Runtime gets a client of its own there."""
 
     def _check_params(self, params: Mapping[str, Any]) -> None:
         name = type(self).__name__
@@ -262,18 +276,20 @@ class SDKModel(Model):
         return import_sdk(self.sdk_name)
 
     def _client_for_call(self) -> Any:
-        """The client with SDK retries off; built on first use so constructing needs no key."""
-        if self._no_retry_client is None:
-            sdk = self._sdk()
-            client = self._client
-            if client is None:
-                client = self._default_client(sdk)
-                self._client = client
-            self._no_retry_client = client.with_options(max_retries=0)
-        return self._no_retry_client
+        """The running loop's client with SDK retries off, built on first use there (so
+        constructing needs no key). A `client=` given to the adapter is the user's and
+        is used on every loop; built from the options, each loop gets its own."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            base = self._client if self._client is not None else self._default_client(self._sdk())
+            client = self._clients[loop] = base.with_options(max_retries=0)
+        return client
 
     def endpoint(self) -> str | None:
-        base = getattr(self._client, "base_url", None) or self._client_options.get("base_url")
+        built = next(iter(self._clients.values()), None)
+        client = self._client if self._client is not None else built
+        base = getattr(client, "base_url", None) or self._client_options.get("base_url")
         return public_url(str(base)) if base else None
 
     def _request_arguments(self, client: Any, *, stream: bool) -> dict[str, Any]:

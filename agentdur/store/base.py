@@ -1,10 +1,11 @@
 """The store interface: every read and write agentdur makes, written once for both dialects.
 
 `SqlStore` holds the logic of each operation (runs and steps here; the effect ledger and
-messages in effects.py; queues in queueing.py; audit queries in audit_queries.py); the
-dialect modules (`sqlite.py`, `postgres.py`) hold the SQL text as module constants under
-identical names, plus the connection mechanics and value conversions (JSON as TEXT or
-JSONB, time as text or TIMESTAMPTZ). Nothing outside `agentdur/store/` writes SQL.
+messages in effects.py; queues in queueing.py; retention (gc) in retention.py; audit
+queries in audit_queries.py); the dialect modules (`sqlite.py`, `postgres.py`) hold the
+SQL text as module constants under identical names, plus the connection mechanics and
+value conversions (JSON as TEXT or JSONB, time as text or TIMESTAMPTZ). Nothing outside
+`agentdur/store/` writes SQL.
 
 Invariants live in the statements: a step write or a run's final write names the epoch
 it was started with and touches no row when another executor took the run over since, in
@@ -18,7 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from agentdur import codec
 from agentdur.errors import FencedError
+from agentdur.store import payloads
 from agentdur.store.core import (
     FINISHED,
     STEP_COLUMNS,
@@ -28,10 +31,13 @@ from agentdur.store.core import (
     RunInfo,
     StepInfo,
     StoreCore,
+    extract_blobs,
+    retrying_read,
     split_statements,
 )
 from agentdur.store.effects import EffectOps
 from agentdur.store.queueing import QueueOps
+from agentdur.store.retention import RetentionOps
 
 if TYPE_CHECKING:
     from agentdur.store.audit_queries import ToolCallRecord, UsageRecord
@@ -49,7 +55,7 @@ __all__ = [
 ]
 
 
-class SqlStore(EffectOps, QueueOps, StoreCore):
+class SqlStore(EffectOps, QueueOps, RetentionOps, StoreCore):
     """Every operation of a store, over a dialect's SQL constants and connection."""
 
     # -- runs --------------------------------------------------------------------------
@@ -62,12 +68,14 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             cur.execute(self.sql.CREATE_RUN, params)
             return cur.rowcount == 1
 
+    @retrying_read
     def get_run(self, run_id: str) -> RunInfo | None:
         with self.statement() as cur:
             cur.execute(self.sql.GET_RUN, {"run_id": run_id})
             row = cur.fetchone()
         return self._run(row) if row else None
 
+    @retrying_read
     def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
@@ -128,6 +136,7 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             row = cur.fetchone()
         return self._run(row) if row else None
 
+    @retrying_read
     def recoverable_runs(
         self, *, owner: str, now: datetime, others: bool = True, dead: Sequence[str] = ()
     ) -> list[tuple[str, str]]:
@@ -164,6 +173,7 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             cur.execute(self.sql.RELEASE_RUN, {"run_id": run_id, "epoch": epoch})
             return cur.rowcount == 1
 
+    @retrying_read
     def executors_on_host(self, host: str) -> list[tuple[str, int, str | None]]:
         """(executor_id, pid, process_started) of every executor recorded on `host`."""
         with self.statement() as cur:
@@ -211,19 +221,26 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
 
     # -- steps -------------------------------------------------------------------------
 
+    @retrying_read
     def steps(self, run_id: str) -> list[StepInfo]:
-        """Every recorded step of a run in index order: one query."""
+        """Every recorded step of a run in index order, as recorded before packing
+        (payloads.py): one query for the steps, one for their blobs."""
         with self.statement() as cur:
             cur.execute(self.sql.LOAD_STEPS, {"run_id": run_id})
             rows = cur.fetchall()
-        return [self._step(row) for row in rows]
+            cur.execute(self.sql.LOAD_BLOBS, {"run_id": run_id})
+            blobs = payloads.hashes(cur.fetchall())
+        steps = [self._step(row) for row in rows]
+        if blobs:
+            steps = [payloads.with_blobs(s, blobs.get(s.step_index, {})) for s in steps]
+        return payloads.expand(steps)
 
+    @retrying_read
     def get_step(self, run_id: str, step_index: int) -> StepInfo | None:
         """One recorded step, or None."""
         with self.statement() as cur:
-            cur.execute(self.sql.GET_STEP, {"run_id": run_id, "step_index": step_index})
-            row = cur.fetchone()
-        return self._step(row) if row else None
+            step = self._stored_step(cur, run_id, step_index)
+        return None if step is None else self.unpacked([step])[0]
 
     def record_step(
         self,
@@ -237,8 +254,11 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
     ) -> None:
         """Write a finished step: one statement, refused (`FencedError`) unless we own the run.
 
-        With `cur`, the write joins that transaction (transactional steps).
+        With `cur`, the write joins that transaction (transactional steps). A string over
+        `payloads.BLOB_THRESHOLD` goes to the blobs table in the same transaction.
         """
+        texts = extract_blobs(input_json, output_json, error_json)
+        input_json, output_json, error_json, blobs = texts
         params = self._step_params(step, payload=False)
         params.update(
             epoch=epoch,
@@ -247,13 +267,18 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             error=self._json_param(error_json),
         )
         if cur is not None:
+            self._save_blobs(cur, blobs)
             cur.execute(self.sql.RECORD_STEP, params)
             if cur.rowcount != 1:
                 raise FencedError(step.run_id, epoch)
+            self._link_blobs(cur, step, blobs)
             return
-        with self.statement() as own:
+        written = self.transaction() if blobs else self.statement()
+        with written as own:
+            self._save_blobs(own, blobs)
             own.execute(self.sql.RECORD_STEP, params)
             if own.rowcount == 1:
+                self._link_blobs(own, step, blobs)
                 return
             # A group retried after a commit whose outcome was lost may find its own
             # write already there: that is success, not a takeover.
@@ -273,7 +298,18 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
             if cur.rowcount != 1:
                 return False
             for step in steps:
-                cur.execute(self.sql.COPY_STEP, self._step_params(step))
+                params = self._step_params(step, payload=False)
+                values = (step.input, step.output, step.error)
+                texts = extract_blobs(*[None if v is None else _dumps(v) for v in values])
+                params.update(
+                    input=self._json_param(texts[0]),
+                    output=self._json_param(texts[1]),
+                    error=self._json_param(texts[2]),
+                )
+                blobs = texts[3]
+                self._save_blobs(cur, blobs)
+                cur.execute(self.sql.COPY_STEP, params)
+                self._link_blobs(cur, step, blobs)
         return True
 
     # -- audit (audit_queries.py holds these; they read the views of migration 0002) ---
@@ -297,6 +333,10 @@ class SqlStore(EffectOps, QueueOps, StoreCore):
         return audit_queries.run_tree(self, run_id)
 
 
+def _dumps(value: Any) -> str:
+    return codec.dumps(value)
+
+
 def _same_write(
     found: StepInfo, step: StepInfo, output_json: str | None, error_json: str | None
 ) -> bool:
@@ -305,6 +345,6 @@ def _same_write(
         found.status == step.status
         and found.attempts == step.attempts
         and found.finished_at == step.finished_at
-        and found.output == (None if output_json is None else json.loads(output_json))
-        and found.error == (None if error_json is None else json.loads(error_json))
+        and found.output == (None if output_json is None else codec.loads(output_json))
+        and found.error == (None if error_json is None else codec.loads(error_json))
     )

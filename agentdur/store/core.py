@@ -9,9 +9,12 @@ and the mapping between rows and `RunInfo` / `StepInfo`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import random
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -19,7 +22,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from importlib import resources
 from types import ModuleType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from typing_extensions import LiteralString
 
@@ -119,6 +122,39 @@ _STEP_TIME = {"started_at", "finished_at"}
 _STEP_BOOL = {"edited", "dry_run", "deduplicated"}
 
 
+R = TypeVar("R")
+P = ParamSpec("P")
+S = TypeVar("S", bound="StoreCore")
+
+
+def retrying_read(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """A read retried through transient faults (a dropped connection, a restart).
+
+    Reads are idempotent, so the store retries them itself, with backoff, for up to
+    `write_retry_seconds`, as the writer does for writes; a caller (a handle waiting on
+    a run, the scheduler, the CLI) then meets `StoreUnavailable` only when the database
+    stays away. Inside a writer group the writer handles faults instead.
+    """
+
+    @functools.wraps(method)
+    def read(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._group_cursor() is not None:
+            return method(self, *args, **kwargs)
+        deadline = time.monotonic() + self.write_retry_seconds
+        delay = 0.02
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self._after_fault()
+                time.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 1.0)
+
+    return read
+
+
 class Cursor(Protocol):
     """The slice of a DB-API cursor the store uses."""
 
@@ -140,6 +176,9 @@ class StoreCore(ABC):
     """The database URL with its password masked."""
     writer_threads = 1
     """Writer threads, each with a connection of its own (writer.py)."""
+    max_value_bytes: int = 16 * 1024 * 1024
+    """The cap on one recorded value as JSON (UTF-8 bytes), which the callers encoding
+    values check (`codec.dumps(..., limit=...)`); `Runtime(max_value_bytes=...)` sets it."""
 
     def __init__(self, *, write_retry_seconds: float) -> None:
         self.write_retry_seconds = write_retry_seconds
@@ -223,6 +262,16 @@ class StoreCore(ABC):
     @abstractmethod
     def _close_writer(self) -> None:
         """Drop the writer's connection (after a fault; the next group reconnects)."""
+
+    def _after_fault(self) -> None:
+        """After a transient fault: let go of connections the fault may have broken.
+
+        A pooled connection killed while idle is only found out when used; without
+        this, a retry could take another dead one, and the next, for as long as the
+        fault lasts (connections dropped every 200 ms outlive no backoff). Nothing to
+        do without a pool (SQLite).
+        """
+        return None
 
     @abstractmethod
     def _is_driver_error(self, exc: BaseException) -> bool:
@@ -373,6 +422,9 @@ class StoreCore(ABC):
         output_json: str | None,
         error_json: str | None,
     ) -> None:
+        input_json, output_json, error_json, blobs = extract_blobs(
+            input_json, output_json, error_json
+        )
         params = self._step_params(step, payload=False)
         params.update(
             epoch=epoch,
@@ -380,9 +432,53 @@ class StoreCore(ABC):
             output=self._json_param(output_json),
             error=self._json_param(error_json),
         )
+        self._save_blobs(cur, blobs)
         cur.execute(self.sql.RECORD_STEP, params)
         if cur.rowcount != 1:
             raise FencedError(step.run_id, epoch)
+        self._link_blobs(cur, step, blobs)
+
+    def _save_blobs(self, cur: Cursor, blobs: dict[str, tuple[int, bytes]]) -> None:
+        """Keep each blob once (a blob already there is shared)."""
+        for digest, (size, data) in sorted(blobs.items()):
+            cur.execute(self.sql.SAVE_BLOB, {"hash": digest, "size": size, "data": data})
+
+    def _link_blobs(self, cur: Cursor, step: StepInfo, blobs: dict[str, tuple[int, bytes]]) -> None:
+        """Record which blobs the step references (what loading and gc read)."""
+        for digest in sorted(blobs):
+            keys = {"run_id": step.run_id, "step_index": step.step_index, "hash": digest}
+            cur.execute(self.sql.LINK_BLOB, keys)
+
+    def _stored_step(self, cur: Cursor, run_id: str, step_index: int) -> StepInfo | None:
+        """One step as stored (tool calls packed), its blobs resolved."""
+        from agentdur.store import payloads
+
+        keys = {"run_id": run_id, "step_index": step_index}
+        cur.execute(self.sql.GET_STEP, keys)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute(self.sql.GET_STEP_BLOBS, keys)
+        blobs = payloads.hashes(cur.fetchall())
+        return payloads.with_blobs(self._step(row), blobs.get(step_index, {}))
+
+    def unpacked(self, steps: Sequence[StepInfo]) -> list[StepInfo]:
+        """Stored steps (blobs resolved) as recorded before packing, reading the LLM steps
+        their tool calls name when those are not among them."""
+        from agentdur.store import payloads
+
+        present = {(s.run_id, s.step_index) for s in steps}
+        wanted = {
+            (s.run_id, int(s.input["llm"])) for s in steps if payloads.is_tool_reference(s)
+        } - present
+        others: dict[tuple[str, int], StepInfo] = {}
+        if wanted:
+            with self.statement() as cur:
+                for run_id, index in sorted(wanted):
+                    found = self._stored_step(cur, run_id, index)
+                    if found is not None:
+                        others[(run_id, index)] = found
+        return payloads.expand(steps, others)
 
     # -- row mapping -------------------------------------------------------------------
 
@@ -435,6 +531,22 @@ def _dumps(value: Any) -> str:
     from agentdur.codec import dumps
 
     return dumps(value)
+
+
+def extract_blobs(
+    *texts: str | None,
+) -> tuple[str | None, str | None, str | None, dict[str, tuple[int, bytes]]]:
+    """A step's input, output and error JSON with big strings replaced by blob references,
+    and those blobs (hash -> (size, zlib bytes)); see payloads.py."""
+    from agentdur.store.payloads import extract_blobs as extract
+
+    blobs: dict[str, tuple[int, bytes]] = {}
+    out: list[str | None] = []
+    for text in texts:
+        packed, found = extract(text)
+        out.append(packed)
+        blobs.update(found)
+    return out[0], out[1], out[2], blobs
 
 
 def split_statements(text: str) -> Iterator[LiteralString]:

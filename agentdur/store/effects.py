@@ -7,6 +7,7 @@ never disagree after a crash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -106,11 +107,15 @@ class EffectOps(StoreCore):
         error_json: str | None = None,
         step: StepInfo | None = None,
         input_json: str | None = None,
+        steps: Sequence[tuple[StepInfo, str | None]] = (),
     ) -> None:
-        """Release a run as WAITING or NEEDS_ATTENTION (optionally recording a step)."""
+        """Release a run as WAITING or NEEDS_ATTENTION, optionally recording steps with
+        it (`step` with its `input_json`, and each `(step, input_json)` of `steps`)."""
         with self.transaction() as cur:
             if step is not None:
                 self._step_write(cur, step, epoch, input_json, None, None)
+            for other, other_input in steps:
+                self._step_write(cur, other, epoch, other_input, None, None)
             cur.execute(
                 self.sql.SUSPEND_RUN,
                 {
@@ -137,7 +142,8 @@ class EffectOps(StoreCore):
         """Apply an operator's decision on a step and make its run runnable again.
 
         The run must be NEEDS_ATTENTION (or WAITING) and the step STARTED or WAITING;
-        otherwise `ValueError` says which. Returns the step as it was.
+        otherwise `ValueError` says which. A run stopped at several STARTED steps stays
+        NEEDS_ATTENTION until the last of them is resolved. Returns the step as it was.
         """
         with self.transaction() as cur:
             cur.execute(self.sql.LOCK_RUN, {"run_id": run_id})
@@ -174,8 +180,11 @@ class EffectOps(StoreCore):
             else:
                 cur.execute(self.sql.RELEASE_EFFECT, effect)
                 self._resolve(cur, keys, "ERROR", None, error_json, now)
-            cur.execute(self.sql.RELEASE_WAITING_RUN, {"run_id": run_id})
-        return step
+            cur.execute(self.sql.COUNT_STARTED_STEPS, {"run_id": run_id})
+            unsettled = cur.fetchone()
+            if run_row[0] == "WAITING" or not unsettled or not unsettled[0]:
+                cur.execute(self.sql.RELEASE_WAITING_RUN, {"run_id": run_id})
+        return self.unpacked([step])[0]
 
     def _resolve(
         self,

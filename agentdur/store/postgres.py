@@ -12,6 +12,7 @@ The statements below carry the same names as in sqlite.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from agentdur import codec
 from agentdur.errors import StoreError, StoreUnavailable
 from agentdur.store.base import Cursor, SqlStore
 
@@ -136,6 +138,26 @@ COPY_STEP = (
     " %(dry_run)s, %(deduplicated)s)"
 )
 
+SAVE_BLOB = (
+    "INSERT INTO agentdur.blobs (hash, size, data) VALUES (%(hash)s, %(size)s, %(data)s)"
+    # DO UPDATE rather than DO NOTHING: the row lock makes a concurrent gc wait for this
+    # transaction, whose step_blobs row then keeps the blob.
+    " ON CONFLICT (hash) DO UPDATE SET size = excluded.size"
+)
+LINK_BLOB = (
+    "INSERT INTO agentdur.step_blobs (run_id, step_index, hash)"
+    " VALUES (%(run_id)s, %(step_index)s, %(hash)s) ON CONFLICT DO NOTHING"
+)
+LOAD_BLOBS = (
+    "SELECT l.step_index, b.hash, b.data FROM agentdur.step_blobs AS l"
+    " JOIN agentdur.blobs AS b ON b.hash = l.hash WHERE l.run_id = %(run_id)s"
+)
+GET_STEP_BLOBS = (
+    "SELECT l.step_index, b.hash, b.data FROM agentdur.step_blobs AS l"
+    " JOIN agentdur.blobs AS b ON b.hash = l.hash"
+    " WHERE l.run_id = %(run_id)s AND l.step_index = %(step_index)s"
+)
+
 BEGIN_EFFECT = """
 INSERT INTO agentdur.effects (idempotency_key, run_id, step_index, tool, status, created_at)
 VALUES (%(idempotency_key)s, %(run_id)s, %(step_index)s, %(tool)s, 'STARTED', %(now)s)
@@ -158,6 +180,9 @@ RELEASE_WAITING_RUN = """
 UPDATE agentdur.runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
     owner = NULL, lease_until = NULL, error = NULL
 WHERE run_id = %(run_id)s AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
+COUNT_STARTED_STEPS = """
+SELECT count(*) FROM agentdur.steps WHERE run_id = %(run_id)s
+    AND status = 'STARTED'"""
 DELETE_STARTED_STEP = """
 DELETE FROM agentdur.steps WHERE run_id = %(run_id)s AND step_index = %(step_index)s
     AND status IN ('STARTED', 'WAITING')"""
@@ -228,6 +253,25 @@ RUN_TREE = (
     " SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs"
     " WHERE run_id IN (SELECT run_id FROM tree) ORDER BY created_at, run_id"
 )
+# The web UI's reads (ui_queries.py), as in sqlite.py.
+RUNS_PAGE = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM agentdur.runs"
+    " WHERE (created_at, run_id) < (%(before_created)s, %(before_run_id)s)"
+    " AND created_at >= %(since)s AND created_at < %(until)s"
+    " AND (%(status)s::text IS NULL OR status = %(status)s)"
+    " AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)"
+    " ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s"
+)
+INBOX_STEPS = (
+    "SELECT s.run_id, s.step_index, s.name, s.kind, s.status, s.input, s.output, s.error,"
+    " s.attempts, s.idempotency_key, s.request_hash, s.model, s.usage, s.started_at,"
+    " s.finished_at, s.inherited_from, s.edited, s.dry_run, s.deduplicated"
+    " FROM agentdur.runs AS r"
+    " JOIN agentdur.steps AS s ON s.run_id = r.run_id"
+    " WHERE r.status IN ('WAITING', 'NEEDS_ATTENTION') AND s.kind = 'tool'"
+    " AND s.status IN ('WAITING', 'STARTED')"
+    " ORDER BY r.created_at DESC, r.run_id, s.step_index LIMIT %(limit)s"
+)
 ENSURE_QUEUE = """
 INSERT INTO agentdur.queues (name, created_at) VALUES (%(name)s, %(now)s)
 ON CONFLICT (name) DO NOTHING"""
@@ -280,6 +324,77 @@ RATE_SETTLE = (
     " WHERE limiter = %(limiter)s AND event = %(event)s"
 )
 RATE_PRUNE = "DELETE FROM agentdur.rate_events WHERE limiter = %(limiter)s AND at <= %(before)s"
+
+
+# Retention (store/retention.py). Collectable: a finished run in %(statuses)s (a JSON
+# list), finished before %(before)s. A run a kept run was forked from is kept, up the chain.
+_GC_COLLECTABLE = (
+    "status IN (SELECT jsonb_array_elements_text(%(statuses)s::jsonb)) AND finished_at < %(before)s"
+)
+_GC_KEPT_SOURCES = (
+    "WITH RECURSIVE kept_sources (run_id) AS ("
+    " SELECT forked_from FROM agentdur.runs WHERE forked_from IS NOT NULL"
+    " AND NOT coalesce(" + _GC_COLLECTABLE + ", FALSE)"
+    " UNION SELECT runs.forked_from FROM agentdur.runs AS runs JOIN kept_sources"
+    " ON runs.run_id = kept_sources.run_id WHERE runs.forked_from IS NOT NULL)"
+)
+_GC_IDS = "(SELECT jsonb_array_elements_text(%(run_ids)s::jsonb))"
+_GC_OWN_KEY = "idempotency_key = run_id || ':' || step_index"
+GC_CANDIDATES = (
+    _GC_KEPT_SOURCES
+    + " SELECT run_id, finished_at FROM agentdur.runs WHERE "
+    + _GC_COLLECTABLE
+    + " AND (%(after_time)s::timestamptz IS NULL OR finished_at > %(after_time)s"
+    " OR (finished_at = %(after_time)s AND run_id > %(after_id)s))"
+    " AND run_id NOT IN (SELECT run_id FROM kept_sources)"
+    " ORDER BY finished_at, run_id LIMIT %(limit)s"
+)
+GC_FORK_SOURCES = (
+    _GC_KEPT_SOURCES
+    + " SELECT count(*) FROM agentdur.runs WHERE "
+    + _GC_COLLECTABLE
+    + " AND run_id IN (SELECT run_id FROM kept_sources)"
+)
+GC_COUNT = (
+    "SELECT (SELECT count(*) FROM agentdur.steps WHERE run_id IN " + _GC_IDS + "),"
+    " (SELECT count(*) FROM agentdur.messages WHERE run_id IN " + _GC_IDS + "),"
+    " (SELECT count(*) FROM agentdur.effects WHERE run_id IN "
+    + _GC_IDS
+    + " AND "
+    + _GC_OWN_KEY
+    + "),"
+    " (SELECT count(*) FROM agentdur.effects WHERE run_id IN "
+    + _GC_IDS
+    + " AND NOT "
+    + _GC_OWN_KEY
+    + ")"
+)
+GC_DELETE_RUNS = (
+    "DELETE FROM agentdur.runs AS runs WHERE run_id IN "
+    + _GC_IDS
+    + " AND "
+    + _GC_COLLECTABLE
+    + " AND NOT EXISTS (SELECT 1 FROM agentdur.runs AS fork"
+    " WHERE fork.forked_from = runs.run_id"
+    " AND NOT coalesce(fork.status IN (SELECT jsonb_array_elements_text(%(statuses)s::jsonb))"
+    " AND fork.finished_at < %(before)s, FALSE)) RETURNING run_id"
+)
+GC_COUNT_DOMAIN_EFFECTS = (
+    "SELECT count(*) FROM agentdur.effects WHERE run_id IN " + _GC_IDS + " AND NOT " + _GC_OWN_KEY
+)
+GC_DELETE_DOMAIN_EFFECTS = (
+    "DELETE FROM agentdur.effects WHERE run_id IN " + _GC_IDS + " AND NOT " + _GC_OWN_KEY
+)
+GC_DELETE_RUN_EFFECTS = (
+    "DELETE FROM agentdur.effects WHERE run_id IN " + _GC_IDS + " AND " + _GC_OWN_KEY
+)
+GC_DELETE_MESSAGES = "DELETE FROM agentdur.messages WHERE run_id IN " + _GC_IDS
+GC_DELETE_STEPS = "DELETE FROM agentdur.steps WHERE run_id IN " + _GC_IDS
+GC_DELETE_STEP_BLOBS = "DELETE FROM agentdur.step_blobs WHERE run_id IN " + _GC_IDS
+GC_DELETE_UNREFERENCED_BLOBS = (
+    "DELETE FROM agentdur.blobs AS b WHERE NOT EXISTS"
+    " (SELECT 1 FROM agentdur.step_blobs AS l WHERE l.hash = b.hash)"
+)
 
 
 def mask_password(url: str) -> str:
@@ -342,6 +457,7 @@ class PostgresStore(SqlStore):
             "autocommit": True,
             "connect_timeout": max(1, int(self._timeout)),
             "application_name": "agentdur",
+            "context": _adapters(),
         }
 
     def _connect(self) -> Any:
@@ -461,6 +577,13 @@ class PostgresStore(SqlStore):
             with contextlib.suppress(Exception):
                 conn.close()
 
+    def _after_fault(self) -> None:
+        # Test every idle pooled connection now and replace the broken ones.
+        for pool in (self._pool, self._tx_pool):
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    pool.check()
+
     def _is_driver_error(self, exc: BaseException) -> bool:
         import psycopg
         import psycopg_pool
@@ -502,6 +625,19 @@ class PostgresStore(SqlStore):
 
     def _time_value(self, value: Any) -> datetime | None:
         return value  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=1)
+def _adapters() -> Any:
+    """psycopg's adapters with JSON read through `codec.loads`, which reverses the escapes
+    `codec.dumps` writes (NUL, lone surrogates), as SQLite's `_json_value` does."""
+    from psycopg import postgres
+    from psycopg.adapt import AdaptersMap
+    from psycopg.types.json import set_json_loads
+
+    adapters = AdaptersMap(postgres.adapters)
+    set_json_loads(codec.loads, adapters)
+    return adapters
 
 
 def _getconn(pool: Any) -> Any:

@@ -12,7 +12,6 @@ side by side.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import sys
 import threading
@@ -23,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from agentdur import codec
 from agentdur.errors import ConfigurationError, StoreError, StoreUnavailable
 from agentdur.store.base import Cursor, SqlStore
 
@@ -123,6 +123,23 @@ COPY_STEP = (
     " :usage, :started_at, :finished_at, :inherited_from, :edited, :dry_run, :deduplicated)"
 )
 
+SAVE_BLOB = (
+    "INSERT INTO blobs (hash, size, data) VALUES (:hash, :size, :data)"
+    " ON CONFLICT (hash) DO NOTHING"
+)
+LINK_BLOB = (
+    "INSERT INTO step_blobs (run_id, step_index, hash) VALUES (:run_id, :step_index, :hash)"
+    " ON CONFLICT DO NOTHING"
+)
+LOAD_BLOBS = (
+    "SELECT l.step_index, b.hash, b.data FROM step_blobs AS l JOIN blobs AS b ON b.hash = l.hash"
+    " WHERE l.run_id = :run_id"
+)
+GET_STEP_BLOBS = (
+    "SELECT l.step_index, b.hash, b.data FROM step_blobs AS l JOIN blobs AS b ON b.hash = l.hash"
+    " WHERE l.run_id = :run_id AND l.step_index = :step_index"
+)
+
 BEGIN_EFFECT = """
 INSERT INTO effects (idempotency_key, run_id, step_index, tool, status, created_at)
 VALUES (:idempotency_key, :run_id, :step_index, :tool, 'STARTED', :now)
@@ -144,6 +161,9 @@ RELEASE_WAITING_RUN = """
 UPDATE runs SET status = CASE WHEN queue IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
     owner = NULL, lease_until = NULL, error = NULL
 WHERE run_id = :run_id AND status IN ('WAITING', 'NEEDS_ATTENTION')"""
+COUNT_STARTED_STEPS = """
+SELECT count(*) FROM steps WHERE run_id = :run_id
+    AND status = 'STARTED'"""
 DELETE_STARTED_STEP = """
 DELETE FROM steps WHERE run_id = :run_id AND step_index = :step_index
     AND status IN ('STARTED', 'WAITING')"""
@@ -199,6 +219,27 @@ RUN_TREE = (
     " ORDER BY created_at, run_id"
 )
 
+# The web UI's reads (ui_queries.py): a keyset page of runs, newest first (the caller
+# passes a cursor past the newest run for the first page), and the steps an operator
+# must decide on.
+RUNS_PAGE = (
+    "SELECT " + RUN_COLUMNS_SQL + " FROM runs"
+    " WHERE (created_at, run_id) < (:before_created, :before_run_id)"
+    " AND created_at >= :since AND created_at < :until"
+    " AND (:status IS NULL OR status = :status) AND (:workflow IS NULL OR workflow = :workflow)"
+    " ORDER BY created_at DESC, run_id DESC LIMIT :limit"
+)
+INBOX_STEPS = (
+    "SELECT s.run_id, s.step_index, s.name, s.kind, s.status, s.input, s.output, s.error,"
+    " s.attempts, s.idempotency_key, s.request_hash, s.model, s.usage, s.started_at,"
+    " s.finished_at, s.inherited_from, s.edited, s.dry_run, s.deduplicated"
+    " FROM runs AS r"
+    " JOIN steps AS s ON s.run_id = r.run_id"
+    " WHERE r.status IN ('WAITING', 'NEEDS_ATTENTION') AND s.kind = 'tool'"
+    " AND s.status IN ('WAITING', 'STARTED')"
+    " ORDER BY r.created_at DESC, r.run_id, s.step_index LIMIT :limit"
+)
+
 ENSURE_QUEUE = (
     "INSERT INTO queues (name, created_at) VALUES (:name, :now) ON CONFLICT (name) DO NOTHING"
 )
@@ -244,6 +285,63 @@ RATE_PRUNE = "DELETE FROM rate_events WHERE limiter = :limiter AND at <= :before
 _TRANSIENT_CODES = {5, 6, 10, 14, 15}
 """SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL."""
 _TRANSIENT_WORDS = ("locked", "busy", "disk i/o", "unable to open")
+# Retention (store/retention.py). Collectable: a finished run in :statuses (a JSON list),
+# finished before :before. A run a kept run was forked from is kept, up the fork chain.
+_GC_COLLECTABLE = "status IN (SELECT value FROM json_each(:statuses)) AND finished_at < :before"
+_GC_KEPT_SOURCES = (
+    "WITH RECURSIVE kept_sources (run_id) AS ("
+    " SELECT forked_from FROM runs WHERE forked_from IS NOT NULL"
+    " AND NOT coalesce(" + _GC_COLLECTABLE + ", 0)"
+    " UNION SELECT runs.forked_from FROM runs JOIN kept_sources"
+    " ON runs.run_id = kept_sources.run_id WHERE runs.forked_from IS NOT NULL)"
+)
+_GC_IDS = "(SELECT value FROM json_each(:run_ids))"
+_GC_OWN_KEY = "idempotency_key = run_id || ':' || step_index"
+GC_CANDIDATES = (
+    _GC_KEPT_SOURCES
+    + " SELECT run_id, finished_at FROM runs WHERE "
+    + _GC_COLLECTABLE
+    + " AND (:after_time IS NULL OR finished_at > :after_time"
+    " OR (finished_at = :after_time AND run_id > :after_id))"
+    " AND run_id NOT IN (SELECT run_id FROM kept_sources)"
+    " ORDER BY finished_at, run_id LIMIT :limit"
+)
+GC_FORK_SOURCES = (
+    _GC_KEPT_SOURCES
+    + " SELECT count(*) FROM runs WHERE "
+    + _GC_COLLECTABLE
+    + " AND run_id IN (SELECT run_id FROM kept_sources)"
+)
+GC_COUNT = (
+    "SELECT (SELECT count(*) FROM steps WHERE run_id IN " + _GC_IDS + "),"
+    " (SELECT count(*) FROM messages WHERE run_id IN " + _GC_IDS + "),"
+    " (SELECT count(*) FROM effects WHERE run_id IN " + _GC_IDS + " AND " + _GC_OWN_KEY + "),"
+    " (SELECT count(*) FROM effects WHERE run_id IN " + _GC_IDS + " AND NOT " + _GC_OWN_KEY + ")"
+)
+GC_DELETE_RUNS = (
+    "DELETE FROM runs WHERE run_id IN "
+    + _GC_IDS
+    + " AND "
+    + _GC_COLLECTABLE
+    + " AND NOT EXISTS (SELECT 1 FROM runs AS fork WHERE fork.forked_from = runs.run_id"
+    " AND NOT coalesce(fork.status IN (SELECT value FROM json_each(:statuses))"
+    " AND fork.finished_at < :before, 0)) RETURNING run_id"
+)
+GC_COUNT_DOMAIN_EFFECTS = (
+    "SELECT count(*) FROM effects WHERE run_id IN " + _GC_IDS + " AND NOT " + _GC_OWN_KEY
+)
+GC_DELETE_DOMAIN_EFFECTS = (
+    "DELETE FROM effects WHERE run_id IN " + _GC_IDS + " AND NOT " + _GC_OWN_KEY
+)
+GC_DELETE_RUN_EFFECTS = "DELETE FROM effects WHERE run_id IN " + _GC_IDS + " AND " + _GC_OWN_KEY
+GC_DELETE_MESSAGES = "DELETE FROM messages WHERE run_id IN " + _GC_IDS
+GC_DELETE_STEPS = "DELETE FROM steps WHERE run_id IN " + _GC_IDS
+GC_DELETE_STEP_BLOBS = "DELETE FROM step_blobs WHERE run_id IN " + _GC_IDS
+GC_DELETE_UNREFERENCED_BLOBS = (
+    "DELETE FROM blobs WHERE NOT EXISTS"
+    " (SELECT 1 FROM step_blobs WHERE step_blobs.hash = blobs.hash)"
+)
+
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _SYNCHRONOUS = {
     "FULL": "PRAGMA synchronous=FULL",
@@ -294,23 +392,34 @@ class SqliteStore(SqlStore):
                     f"cannot open SQLite database {self.url}: folder {parent} does not exist",
                     url=self.url,
                 )
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # Checkpoint often so the WAL file stays small and is reused from its
-            # start: appending to a growing WAL costs ~100 us more per commit.
-            conn.execute("PRAGMA wal_autocheckpoint=100")
-            conn.execute(_SYNCHRONOUS[self._synchronous])
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(
-                f"cannot open SQLite database {self.url}: {exc}", url=self.url
-            ) from exc
-        return conn
+        # Switching a new file to WAL takes its lock without waiting for a busy one, so
+        # processes opening a fresh database together retry that for the busy timeout.
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.01
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self._busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                # Checkpoint often so the WAL file stays small and is reused from its
+                # start: appending to a growing WAL costs ~100 us more per commit.
+                conn.execute("PRAGMA wal_autocheckpoint=100")
+                conn.execute(_SYNCHRONOUS[self._synchronous])
+                return conn
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                if not self._is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"cannot open SQLite database {self.url}: {exc}", url=self.url
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def _open_connections(self) -> None:
         with self._lock:
@@ -447,7 +556,7 @@ class SqliteStore(SqlStore):
         return text
 
     def _json_value(self, value: Any) -> Any:
-        return None if value is None else json.loads(value)
+        return None if value is None else codec.loads(value)
 
     def _time_param(self, when: datetime | None) -> Any:
         if when is None:

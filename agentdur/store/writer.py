@@ -162,6 +162,7 @@ class GroupWriter:
                     delay,
                 )
                 self._store._close_writer()
+                self._store._after_fault()
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, 1.0)
                 continue

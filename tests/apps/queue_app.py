@@ -54,17 +54,17 @@ def log(run_id: str, index: int, event: str = "ran") -> None:
 
 
 @agentdur.step
-def mark(run_id: str, index: int, seconds: float) -> int:
+def mark(run_id: str, index: int) -> int:
     log(run_id, index)
-    if seconds:
-        time.sleep(seconds)
+    if STEP_SECONDS:  # read here, not passed in: workers of one test may differ in it,
+        time.sleep(STEP_SECONDS)  # and a step called with other arguments diverges
     return index
 
 
 @agentdur.workflow(name="queue_app.steps")
 def steps(run_id: str, n: int) -> list[int]:
     """n steps; each logs `run_id index` when it executes, then sleeps QUEUE_APP_STEP."""
-    return [mark(run_id, i, STEP_SECONDS) for i in range(n)]
+    return [mark(run_id, i) for i in range(n)]
 
 
 @agentdur.step
@@ -78,9 +78,9 @@ def slow(run_id: str) -> dict[str, int]:
 @agentdur.workflow(name="queue_app.fenced")
 def fenced(run_id: str) -> dict[str, int]:
     """Step 1 sleeps QUEUE_APP_FENCE seconds: long enough to pause its worker inside it."""
-    mark(run_id, 0, 0.0)
+    mark(run_id, 0)
     winner = slow(run_id)
-    mark(run_id, 2, 0.0)
+    mark(run_id, 2)
     return winner
 
 

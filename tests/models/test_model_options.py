@@ -8,6 +8,7 @@ adapter. Sent, never recorded: request options (user, metadata, ...), transport 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,18 +167,27 @@ async def test_stream_timeouts_reach_the_sdk(
     }
 
 
+def _client_on_a_loop(model: Any) -> Any:
+    """The model's client as a call made on an event loop gets it (clients are per loop)."""
+
+    async def take() -> Any:
+        return model._client_for_call()
+
+    return asyncio.run(take())
+
+
 def test_request_timeout_none_keeps_the_clients_own(case: Case) -> None:
     router = respx.Router()
     model = case.cls("m", case.client(router, timeout=300), request_timeout=None)
-    assert model._timeout(model._client_for_call(), stream=False) is None
-    assert model._timeout(model._client_for_call(), stream=True).as_dict() == {
+    assert model._timeout(_client_on_a_loop(model), stream=False) is None
+    assert model._timeout(_client_on_a_loop(model), stream=True).as_dict() == {
         "connect": 300,
         "read": 60,
         "write": 300,
         "pool": 300,
     }
     both_off = case.cls("m", case.client(router), request_timeout=None, idle_timeout=None)
-    assert both_off._timeout(both_off._client_for_call(), stream=True) is None
+    assert both_off._timeout(_client_on_a_loop(both_off), stream=True) is None
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
--- agentdur schema, PostgreSQL dialect: the full current schema (version 3), equal to
--- migrations/postgres/0001..0003 applied in order (tests/store/test_schema_drift.py
+-- agentdur schema, PostgreSQL dialect: the full current schema (version 7), equal to
+-- migrations/postgres/0001..0007 applied in order (tests/store/test_schema_drift.py
 -- checks it). `psql -1 -f schema.sql` makes a ready database: the runtime finds version
--- 3 recorded and migrates nothing. Change the schema with a new migration, then
+-- 7 recorded and migrates nothing. Change the schema with a new migration, then
 -- bring this file up to date. Everything lives in schema agentdur.
 --
 -- runs           one row per run of a workflow or agent.
@@ -24,8 +24,13 @@
 -- executors      processes running a Runtime: host, pid and process start time (to tell
 --                a dead owner on this host at once), and their last heartbeat.
 -- schema_version one row per applied migration.
+-- blobs          one row per distinct big string (over 64 KiB) recorded in any step:
+--                sha256 (hex), size in bytes, zlib-compressed bytes. A step keeps
+--                {"$blob": "<hash>"} in its place.
+-- step_blobs     one row per (step, blob) it references; gc deletes unreferenced blobs.
 -- tool_calls     (view) one row per tool step of any run, forks included: tool,
---                arguments, result or error, effect, status, and the flags inherited
+--                arguments (read from the LLM step's `calls` when the tool step
+--                names its call), result or error, effect, status, and the flags inherited
 --                (copied into a fork from inherited_from), dry_run (simulated, nothing
 --                executed) and deduplicated (answered by the effect ledger).
 -- llm_calls      (view) one row per LLM step: model, input/output tokens, time, and
@@ -74,6 +79,10 @@ CREATE INDEX runs_status_created ON agentdur.runs (status, created_at);
 CREATE INDEX runs_workflow_created ON agentdur.runs (workflow, created_at);
 CREATE INDEX runs_owner ON agentdur.runs (owner) WHERE owner IS NOT NULL;
 CREATE INDEX runs_forked_from ON agentdur.runs (forked_from) WHERE forked_from IS NOT NULL;
+-- runs newest first, in keyset pages (the web UI; migration 0005)
+CREATE INDEX runs_created ON agentdur.runs (created_at, run_id);
+-- finished runs oldest first, in keyset batches (`agentdur gc`; migration 0006)
+CREATE INDEX runs_finished ON agentdur.runs (finished_at, run_id) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE agentdur.steps (
     run_id          TEXT NOT NULL,
@@ -111,6 +120,8 @@ CREATE TABLE agentdur.effects (
     created_at      TIMESTAMPTZ NOT NULL,
     finished_at     TIMESTAMPTZ
 );
+-- the ledger entries of a run (`agentdur gc`; migration 0006)
+CREATE INDEX effects_run ON agentdur.effects (run_id);
 
 CREATE TABLE agentdur.messages (
     run_id     TEXT NOT NULL,
@@ -140,7 +151,17 @@ SELECT
     CASE WHEN substr(r.workflow, 1, 6) = 'agent:' THEN substr(r.workflow, 7) END AS agent,
     s.step_index,
     s.name AS tool,
-    s.input -> 'arguments' AS arguments,
+    CASE
+        WHEN s.input -> 'arguments' IS NOT NULL THEN s.input -> 'arguments'
+        WHEN s.input -> 'llm' IS NOT NULL AND s.input -> 'raw' IS NULL THEN (
+            SELECT CASE jsonb_typeof(c.a) WHEN 'string' THEN (c.a #>> '{}')::jsonb ELSE c.a END
+            FROM (
+                SELECT l.output -> 'calls' -> ((s.input ->> 'call')::int) -> 'arguments' AS a
+                FROM agentdur.steps AS l
+                WHERE l.run_id = s.run_id AND l.step_index = (s.input ->> 'llm')::int
+            ) AS c
+        )
+    END AS arguments,
     s.output AS result,
     s.error,
     s.input ->> 'effect' AS effect,
@@ -198,9 +219,29 @@ CREATE UNIQUE INDEX runs_queue_dedup ON agentdur.runs (queue, dedup_id)
     WHERE dedup_id IS NOT NULL
         AND status IN ('ENQUEUED', 'PENDING', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION');
 
+-- Big values kept once, by content (migration 0007).
+
+CREATE TABLE agentdur.blobs (
+    hash TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    data BYTEA NOT NULL
+);
+
+CREATE TABLE agentdur.step_blobs (
+    run_id     TEXT NOT NULL,
+    step_index INTEGER NOT NULL,
+    hash       TEXT NOT NULL REFERENCES agentdur.blobs (hash),
+    PRIMARY KEY (run_id, step_index, hash)
+);
+
+CREATE INDEX step_blobs_hash ON agentdur.step_blobs (hash);
+
 -- The migrations this schema is equal to.
 INSERT INTO agentdur.schema_version (version, name) VALUES
     (1, '0001_initial.sql'),
     (2, '0002_audit_views.sql'),
     (3, '0003_queues.sql'),
-    (4, '0004_executor_identity.sql');
+    (4, '0004_executor_identity.sql'),
+    (5, '0005_runs_newest_first.sql'),
+    (6, '0006_retention.sql'),
+    (7, '0007_blobs.sql');

@@ -1,7 +1,7 @@
--- agentdur schema, SQLite dialect: the full current schema (version 3), equal to
--- migrations/sqlite/0001..0003 applied in order (tests/store/test_schema_drift.py
+-- agentdur schema, SQLite dialect: the full current schema (version 7), equal to
+-- migrations/sqlite/0001..0007 applied in order (tests/store/test_schema_drift.py
 -- checks it). `sqlite3 app.db < schema.sql` makes a ready database: the runtime finds
--- version 3 recorded and migrates nothing. Change the schema with a new migration,
+-- version 7 recorded and migrates nothing. Change the schema with a new migration,
 -- then bring this file up to date.
 --
 -- runs           one row per run of a workflow or agent.
@@ -24,8 +24,13 @@
 -- executors      processes running a Runtime: host, pid and process start time (to tell
 --                a dead owner on this host at once), and their last heartbeat.
 -- schema_version one row per applied migration.
+-- blobs          one row per distinct big string (over 64 KiB) recorded in any step:
+--                sha256 (hex), size in bytes, zlib-compressed bytes. A step keeps
+--                {"$blob": "<hash>"} in its place.
+-- step_blobs     one row per (step, blob) it references; gc deletes unreferenced blobs.
 -- tool_calls     (view) one row per tool step of any run, forks included: tool,
---                arguments, result or error, effect, status, and the flags inherited
+--                arguments (read from the LLM step's `calls` when the tool step
+--                names its call), result or error, effect, status, and the flags inherited
 --                (copied into a fork from inherited_from), dry_run (simulated, nothing
 --                executed) and deduplicated (answered by the effect ledger).
 -- llm_calls      (view) one row per LLM step: model, input/output tokens, time, and
@@ -73,6 +78,10 @@ CREATE INDEX runs_status_created ON runs (status, created_at);
 CREATE INDEX runs_workflow_created ON runs (workflow, created_at);
 CREATE INDEX runs_owner ON runs (owner) WHERE owner IS NOT NULL;
 CREATE INDEX runs_forked_from ON runs (forked_from) WHERE forked_from IS NOT NULL;
+-- runs newest first, in keyset pages (the web UI; migration 0005)
+CREATE INDEX runs_created ON runs (created_at, run_id);
+-- finished runs oldest first, in keyset batches (`agentdur gc`; migration 0006)
+CREATE INDEX runs_finished ON runs (finished_at, run_id) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE steps (
     run_id          TEXT NOT NULL,
@@ -110,6 +119,8 @@ CREATE TABLE effects (
     created_at      TEXT NOT NULL,
     finished_at     TEXT
 );
+-- the ledger entries of a run (`agentdur gc`; migration 0006)
+CREATE INDEX effects_run ON effects (run_id);
 
 CREATE TABLE messages (
     run_id     TEXT NOT NULL,
@@ -139,7 +150,22 @@ SELECT
     CASE WHEN substr(r.workflow, 1, 6) = 'agent:' THEN substr(r.workflow, 7) END AS agent,
     s.step_index,
     s.name AS tool,
-    json_extract(s.input, '$.arguments') AS arguments,
+    CASE
+        WHEN json_type(s.input, '$.arguments') IS NOT NULL
+            THEN json_extract(s.input, '$.arguments')
+        WHEN json_type(s.input, '$.llm') IS NOT NULL AND json_type(s.input, '$.raw') IS NULL
+            THEN (
+                SELECT CASE WHEN json_valid(c.a) THEN json(c.a) END
+                FROM (
+                    SELECT json_extract(
+                        l.output, '$.calls[' || json_extract(s.input, '$.call') || '].arguments'
+                    ) AS a
+                    FROM steps AS l
+                    WHERE l.run_id = s.run_id
+                        AND l.step_index = json_extract(s.input, '$.llm')
+                ) AS c
+            )
+    END AS arguments,
     s.output AS result,
     s.error,
     json_extract(s.input, '$.effect') AS effect,
@@ -195,9 +221,29 @@ CREATE UNIQUE INDEX runs_queue_dedup ON runs (queue, dedup_id)
     WHERE dedup_id IS NOT NULL
         AND status IN ('ENQUEUED', 'PENDING', 'RUNNING', 'WAITING', 'NEEDS_ATTENTION');
 
+-- Big values kept once, by content (migration 0007).
+
+CREATE TABLE blobs (
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+
+CREATE TABLE step_blobs (
+    run_id     TEXT NOT NULL,
+    step_index INTEGER NOT NULL,
+    hash       TEXT NOT NULL REFERENCES blobs (hash),
+    PRIMARY KEY (run_id, step_index, hash)
+);
+
+CREATE INDEX step_blobs_hash ON step_blobs (hash);
+
 -- The migrations this schema is equal to.
 INSERT INTO schema_version (version, name) VALUES
     (1, '0001_initial.sql'),
     (2, '0002_audit_views.sql'),
     (3, '0003_queues.sql'),
-    (4, '0004_executor_identity.sql');
+    (4, '0004_executor_identity.sql'),
+    (5, '0005_runs_newest_first.sql'),
+    (6, '0006_retention.sql'),
+    (7, '0007_blobs.sql');
