@@ -531,6 +531,16 @@ class Engine:
             logger.info("continuing run %s from step %d", claimed.run_id, len(recorded))
         return RunHandle(self, claimed.run_id, self._launch(loop, ctx, wf, claimed.input))
 
+    def _resume(self, run_id: str) -> RunHandle | None:
+        """Continue a runnable run here, if its workflow is known in this process."""
+        run = self.store.get_run(run_id)
+        if run is None or run.status != "PENDING" or run_id in self._active:
+            return None
+        wf = self._find_workflow(run.workflow)
+        if wf is None:
+            return None
+        return self._claim_and_launch(self._loop_thread(), run_id, wf, self.clock())
+
     def _launch_claimed(self, run: RunInfo) -> RunHandle | None:
         """Execute a run a worker took from a queue (back to the queue if unknown here)."""
         wf = self._find_workflow(run.workflow)
@@ -601,6 +611,30 @@ class Engine:
         """A handle on an existing run (to wait for its result)."""
         self.get_run(run_id)
         return RunHandle(self, run_id, self._futures.get(run_id))
+
+    async def aget_run(self, run_id: str) -> RunInfo:
+        """Async twin of `get_run`."""
+        return await asyncio.to_thread(self.get_run, run_id)
+
+    async def alist_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Async twin of `list_runs`."""
+        return await asyncio.to_thread(
+            functools.partial(self.list_runs, status=status, workflow=workflow, limit=limit)
+        )
+
+    async def asteps(self, run_id: str) -> list[StepInfo]:
+        """Async twin of `steps`."""
+        return await asyncio.to_thread(self.steps, run_id)
+
+    async def ahandle(self, run_id: str) -> RunHandle:
+        """Async twin of `handle`."""
+        return await asyncio.to_thread(self.handle, run_id)
+
+    async def acancel(self, run_id: str) -> bool:
+        """Async twin of `cancel`."""
+        return await asyncio.to_thread(self.cancel, run_id)
 
     def _in_loop_thread(self) -> bool:
         return self._loop is not None and self._loop.in_loop_thread()

@@ -1,9 +1,9 @@
-"""Replay, fork and the operator's actions on runs (send, approve, resolve)."""
+"""Replay, fork and the operator's actions on runs (send, approve, resolve): a part of
+the Runtime, composed with the engine rather than derived from it."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +21,20 @@ from agentdur.fork import plan_fork
 from agentdur.handle import RunHandle
 from agentdur.model_switch import resolve_model_choice
 from agentdur.recording import difference
-from agentdur.store import FINISHED, RunInfo, StepInfo
+from agentdur.store import FINISHED, StepInfo
 from agentdur.tool_steps import approval_topic
 from agentdur.workflow import Workflow
 
 
-class Operations(Engine):
-    """What a developer or an operator does to recorded runs."""
+class Operations:
+    """What a developer or an operator does to recorded runs: a part of the Runtime.
+
+    It works through the engine (the store, the registry, the loop that executes runs)
+    and is composed into `Runtime`, which exposes its methods.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     # -- messages, approvals, resolutions ----------------------------------------------
 
@@ -39,18 +46,14 @@ class Operations(Engine):
         """
         what = f"the message on topic {topic!r}"
         data = codec.to_json(value, what=what)
-        store = self._ensure_store()
+        store = self.engine._ensure_store()
         value_json = codec.dumps(data, what=what, limit=store.max_value_bytes)
-        status = store.send_message(run_id, topic, value_json=value_json, now=self.clock())
+        status = store.send_message(run_id, topic, value_json=value_json, now=self.engine.clock())
         if status is None:
             raise RunNotFoundError(run_id)
         if status in FINISHED:
             raise UsageError(f"run {run_id!r} is {status}: it receives no more messages")
-        self._resume(run_id)
-
-    async def asend(self, run_id: str, topic: str, value: Any = None) -> None:
-        """Async twin of `send`."""
-        await asyncio.to_thread(self.send, run_id, topic, value)
+        self.engine._resume(run_id)
 
     def approve(
         self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
@@ -64,14 +67,6 @@ class Operations(Engine):
         if step.kind != "tool":
             raise UsageError(f"step {step_index} of run {run_id!r} is not a tool call")
         self.send(run_id, approval_topic(step_index), {"approved": approved, "note": note})
-
-    async def aapprove(
-        self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
-    ) -> None:
-        """Async twin of `approve`."""
-        await asyncio.to_thread(
-            functools.partial(self.approve, run_id, step_index, approved=approved, note=note)
-        )
 
     def resolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
         """Settle an uncertain side effect so the run (NEEDS_ATTENTION) can go on.
@@ -93,25 +88,21 @@ class Operations(Engine):
                 {"type": "ResolvedAsFailed", "message": str(value or "failed (resolved)")}
             )
         try:
-            self.store.resolve_step(
+            self.engine.store.resolve_step(
                 run_id,
                 step_index,
                 action=action,
                 output_json=output,
                 error_json=error,
-                now=self.clock(),
+                now=self.engine.clock(),
             )
         except ValueError as exc:
             raise UsageError(f"cannot resolve step {step_index} of run {run_id!r}: {exc}") from None
-        self._resume(run_id)
-
-    async def aresolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
-        """Async twin of `resolve`."""
-        await asyncio.to_thread(self.resolve, run_id, step_index, action, value)
+        self.engine._resume(run_id)
 
     def _waiting_step(self, run_id: str, index: int, status: str, what: str) -> StepInfo:
-        run = self.get_run(run_id)
-        steps = {s.step_index: s for s in self.store.steps(run_id)}
+        run = self.engine.get_run(run_id)
+        steps = {s.step_index: s for s in self.engine.store.steps(run_id)}
         step = steps.get(index)
         if step is None or step.status != status:
             found = "not recorded" if step is None else f"{step.kind} step, {step.status}"
@@ -119,16 +110,6 @@ class Operations(Engine):
                 f"step {index} of run {run_id!r} ({run.status}) is not waiting for {what} ({found})"
             )
         return step
-
-    def _resume(self, run_id: str) -> RunHandle | None:
-        """Continue a runnable run here, if its workflow is known in this process."""
-        run = self.store.get_run(run_id)
-        if run is None or run.status != "PENDING" or run_id in self._active:
-            return None
-        wf = self._find_workflow(run.workflow)
-        if wf is None:
-            return None
-        return self._claim_and_launch(self._loop_thread(), run_id, wf, self.clock())
 
     # -- replay and fork ---------------------------------------------------------------
 
@@ -140,11 +121,11 @@ class Operations(Engine):
         on_step: Callable[[StepInfo], None] | None = None,
     ) -> Any:
         """Blocking form of `areplay`."""
-        if self._in_loop_thread():
+        if self.engine._in_loop_thread():
             raise UsageError(
                 "rt.replay() would block the runtime's event loop: use `await rt.areplay()`"
             )
-        return self._loop_thread().submit(self._replay(run_id, until, on_step)).result()
+        return self.engine._loop_thread().submit(self._replay(run_id, until, on_step)).result()
 
     async def areplay(
         self,
@@ -161,17 +142,17 @@ class Operations(Engine):
         recording holds. `on_step(step)` is called for each step as it is replayed;
         `until=k` stops after step k.
         """
-        future = self._loop_thread().submit(self._replay(run_id, until, on_step))
+        future = self.engine._loop_thread().submit(self._replay(run_id, until, on_step))
         return await asyncio.wrap_future(future)
 
     async def _replay(
         self, run_id: str, until: int | None, on_step: Callable[[StepInfo], None] | None
     ) -> Any:
-        run = self.get_run(run_id)
+        run = self.engine.get_run(run_id)
         wf = self._require_workflow(run.workflow)
-        steps = self.store.steps(run_id)
+        steps = self.engine.store.steps(run_id)
         recorded = {s.step_index: s for s in steps if until is None or s.step_index <= until}
-        ctx = self._context(
+        ctx = self.engine._context(
             run_id,
             wf.name,
             epoch=run.epoch,
@@ -183,7 +164,7 @@ class Operations(Engine):
         ctx.replay_complete = until is None and run.status in ("SUCCEEDED", "FAILED")
         args, kwargs = wf.decode_input(run.input)
         try:
-            output = await self._execute(ctx, wf, args, kwargs)
+            output = await self.engine._execute(ctx, wf, args, kwargs)
         except ReplayStopped:
             return None
         if until is None and run.status == "SUCCEEDED":
@@ -227,27 +208,29 @@ class Operations(Engine):
         Unknown run, `at_step` out of range or `response` on a non-LLM step raise an
         exception and write nothing.
         """
-        source = self.get_run(run_id)
+        source = self.engine.get_run(run_id)
         wf = self._require_workflow(source.workflow)
-        loop = self._loop_thread()
+        loop = self.engine._loop_thread()
         model_meta, model_instance = resolve_model_choice(model)
-        now = self.clock()
+        now = self.engine.clock()
         new_id = new_run_id or uuid.uuid4().hex
         run, copied = plan_fork(
             source,
-            self.store.steps(run_id),
+            self.engine.store.steps(run_id),
             at_step,
             new_run_id=new_id,
-            owner=self.executor_id,
+            owner=self.engine.executor_id,
             now=now,
-            lease_seconds=self.lease_seconds,
+            lease_seconds=self.engine.lease_seconds,
             response=response,
             model=model_meta,
             dry_run=dry_run,
         )
-        if not self.store.create_forked_run(run, input_json=codec.dumps(run.input), steps=copied):
+        if not self.engine.store.create_forked_run(
+            run, input_json=codec.dumps(run.input), steps=copied
+        ):
             raise UsageError(f"cannot fork into run id {new_id!r}: a run with that id exists")
-        ctx = self._context(
+        ctx = self.engine._context(
             new_id,
             wf.name,
             epoch=1,
@@ -256,59 +239,10 @@ class Operations(Engine):
         )
         if model_instance is not None:
             ctx.values["model_instance"] = model_instance
-        return RunHandle(self, new_id, self._launch(loop, ctx, wf, run.input))
-
-    async def afork(
-        self,
-        run_id: str,
-        at_step: int,
-        *,
-        new_run_id: str | None = None,
-        response: Any = None,
-        model: Any = None,
-        dry_run: bool = False,
-    ) -> RunHandle:
-        """Async twin of `fork`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self.fork,
-                run_id,
-                at_step,
-                new_run_id=new_run_id,
-                response=response,
-                model=model,
-                dry_run=dry_run,
-            )
-        )
-
-    # -- async twins of the Engine's reading and cancel --------------------------------
-
-    async def aget_run(self, run_id: str) -> RunInfo:
-        """Async twin of `get_run`."""
-        return await asyncio.to_thread(self.get_run, run_id)
-
-    async def alist_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
-    ) -> list[RunInfo]:
-        """Async twin of `list_runs`."""
-        return await asyncio.to_thread(
-            functools.partial(self.list_runs, status=status, workflow=workflow, limit=limit)
-        )
-
-    async def asteps(self, run_id: str) -> list[StepInfo]:
-        """Async twin of `steps`."""
-        return await asyncio.to_thread(self.steps, run_id)
-
-    async def ahandle(self, run_id: str) -> RunHandle:
-        """Async twin of `handle`."""
-        return await asyncio.to_thread(self.handle, run_id)
-
-    async def acancel(self, run_id: str) -> bool:
-        """Async twin of `cancel`."""
-        return await asyncio.to_thread(self.cancel, run_id)
+        return RunHandle(self.engine, new_id, self.engine._launch(loop, ctx, wf, run.input))
 
     def _require_workflow(self, name: str) -> Workflow[Any]:
-        wf = self._find_workflow(name)
+        wf = self.engine._find_workflow(name)
         if wf is None:
             raise NotRegisteredError(
                 f"workflow {name!r} is not registered in this process: import the module "

@@ -8,8 +8,6 @@ fork was forked from, or (unless asked) a ledger entry under a domain key.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,8 +51,14 @@ class GcReport:
     with the runs (a dry run does not count them)."""
 
 
-class Retention(Engine):
-    """`gc`: delete old finished runs with their steps, messages and own ledger entries."""
+class Retention:
+    """`gc`: delete old finished runs with their steps, messages and own ledger entries.
+
+    A part of the Runtime, composed with the engine.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def gc(
         self,
@@ -91,8 +95,8 @@ class Retention(Engine):
                 batch below 1.
         """
         chosen = _check(older_than, statuses, batch)
-        store = self._ensure_store()
-        cutoff = self.clock() - older_than
+        store = self.engine._ensure_store()
+        cutoff = self.engine.clock() - older_than
         totals = dict.fromkeys(
             ("runs", "steps", "messages", "ledger_entries", "domain_key_entries", "batches"), 0
         )
@@ -132,27 +136,6 @@ class Retention(Engine):
             fork_sources_kept=kept_sources,
             longest_batch_seconds=longest,
             **totals,
-        )
-
-    async def agc(
-        self,
-        *,
-        older_than: timedelta,
-        statuses: Sequence[str] | None = None,
-        dry_run: bool = False,
-        batch: int = DEFAULT_BATCH,
-        domain_keys: bool = False,
-    ) -> GcReport:
-        """Async twin of `gc` (the batches run in a thread; the event loop never waits)."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self.gc,
-                older_than=older_than,
-                statuses=statuses,
-                dry_run=dry_run,
-                batch=batch,
-                domain_keys=domain_keys,
-            )
         )
 
 

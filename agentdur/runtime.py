@@ -1,8 +1,9 @@
 """Runtime: the object an application creates to run durable workflows and agents.
 
-`Engine` (engine.py) starts, executes and recovers runs; `Operations` (operations.py)
-replays, forks and applies operators' decisions; `Retention` (retention.py) deletes old
-runs; this module adds agents and queues.
+It is the engine (engine.py: starts, executes and recovers runs) with parts composed
+in, each working through it: `Operations` (operations.py: operators' decisions, replay,
+fork) and `Retention` (retention.py: gc). This module adds agents and queues, and the
+Runtime's methods for the parts' work.
 """
 
 from __future__ import annotations
@@ -10,24 +11,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from agentdur import codec, recording
 from agentdur.agent import Agent, AgentResult, Prompt
 from agentdur.audit import Audit
+from agentdur.engine import Engine
 from agentdur.errors import UsageError
 from agentdur.handle import RunHandle
 from agentdur.models import Usage
 from agentdur.operations import Operations
 from agentdur.queues import Queue, lookup_queue
-from agentdur.retention import Retention
-from agentdur.store import RunInfo
+from agentdur.retention import DEFAULT_BATCH, GcReport, Retention
+from agentdur.store import RunInfo, StepInfo
 from agentdur.streaming import AgentStream
 from agentdur.worker import Worker
 from agentdur.workflow import Workflow
 
 
-class Runtime(Operations, Retention):
+class Runtime(Engine):
     """Runs workflows durably against one database.
 
     Args:
@@ -66,6 +70,136 @@ class Runtime(Operations, Retention):
     The constructor does no I/O: the store opens on first use, on `open()`, or on
     entering `with Runtime(...) as rt`.
     """
+
+    # -- the parts ---------------------------------------------------------------------
+
+    @functools.cached_property
+    def _operations(self) -> Operations:
+        return Operations(self)
+
+    @functools.cached_property
+    def _retention(self) -> Retention:
+        return Retention(self)
+
+    def send(self, run_id: str, topic: str, value: Any = None) -> None:
+        return self._operations.send(run_id, topic, value)
+
+    async def asend(self, run_id: str, topic: str, value: Any = None) -> None:
+        """Async twin of `send`."""
+        await asyncio.to_thread(self.send, run_id, topic, value)
+
+    def approve(
+        self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
+    ) -> None:
+        return self._operations.approve(run_id, step_index, approved=approved, note=note)
+
+    async def aapprove(
+        self, run_id: str, step_index: int, *, approved: bool = True, note: str | None = None
+    ) -> None:
+        """Async twin of `approve`."""
+        await asyncio.to_thread(
+            functools.partial(self.approve, run_id, step_index, approved=approved, note=note)
+        )
+
+    def resolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
+        return self._operations.resolve(run_id, step_index, action, value)
+
+    async def aresolve(self, run_id: str, step_index: int, action: str, value: Any = None) -> None:
+        """Async twin of `resolve`."""
+        await asyncio.to_thread(self.resolve, run_id, step_index, action, value)
+
+    def replay(
+        self,
+        run_id: str,
+        *,
+        until: int | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> Any:
+        return self._operations.replay(run_id, until=until, on_step=on_step)
+
+    async def areplay(
+        self,
+        run_id: str,
+        *,
+        until: int | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+    ) -> Any:
+        return await self._operations.areplay(run_id, until=until, on_step=on_step)
+
+    def fork(
+        self,
+        run_id: str,
+        at_step: int,
+        *,
+        new_run_id: str | None = None,
+        response: Any = None,
+        model: Any = None,
+        dry_run: bool = False,
+    ) -> RunHandle:
+        return self._operations.fork(
+            run_id, at_step, new_run_id=new_run_id, response=response, model=model, dry_run=dry_run
+        )
+
+    async def afork(
+        self,
+        run_id: str,
+        at_step: int,
+        *,
+        new_run_id: str | None = None,
+        response: Any = None,
+        model: Any = None,
+        dry_run: bool = False,
+    ) -> RunHandle:
+        """Async twin of `fork`."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.fork,
+                run_id,
+                at_step,
+                new_run_id=new_run_id,
+                response=response,
+                model=model,
+                dry_run=dry_run,
+            )
+        )
+
+    def gc(
+        self,
+        *,
+        older_than: timedelta,
+        statuses: Sequence[str] | None = None,
+        dry_run: bool = False,
+        batch: int = DEFAULT_BATCH,
+        domain_keys: bool = False,
+    ) -> GcReport:
+        return self._retention.gc(
+            older_than=older_than,
+            statuses=statuses,
+            dry_run=dry_run,
+            batch=batch,
+            domain_keys=domain_keys,
+        )
+
+    async def agc(
+        self,
+        *,
+        older_than: timedelta,
+        statuses: Sequence[str] | None = None,
+        dry_run: bool = False,
+        batch: int = DEFAULT_BATCH,
+        domain_keys: bool = False,
+    ) -> GcReport:
+        """Async twin of `gc` (the batches run in a thread; the event loop never waits)."""
+        return await asyncio.to_thread(
+            functools.partial(
+                self.gc,
+                older_than=older_than,
+                statuses=statuses,
+                dry_run=dry_run,
+                batch=batch,
+                domain_keys=domain_keys,
+            )
+        )
 
     @property
     def audit(self) -> Audit:
@@ -279,3 +413,14 @@ def _scope(key_scope: str | None) -> dict[str, Any]:
     if not isinstance(key_scope, str) or not key_scope:
         raise UsageError(f"key_scope must be a non-empty str, got {key_scope!r}")
     return {"key_scope": key_scope}
+
+
+def _document_from(part: type, names: tuple[str, ...]) -> None:
+    """Give the Runtime's methods for a part's work the part's docstrings: each
+    parameter is documented once, where the work is done."""
+    for name in names:
+        getattr(Runtime, name).__doc__ = getattr(part, name).__doc__
+
+
+_document_from(Operations, ("send", "approve", "resolve", "replay", "areplay", "fork"))
+_document_from(Retention, ("gc",))
