@@ -166,7 +166,7 @@ class Engine:
                 scheduler.stop()
             if loop is not None:
                 loop.stop()
-            if heartbeat is not None and heartbeat is not None:
+            if heartbeat is not None:
                 heartbeat.stop()
             self.store.close()
             self._schema_checked = False
