@@ -166,12 +166,15 @@ class RunContext:
         recording ends or reaches a step it would have to resume.
         """
         self.check_signals()
+        recorded = self.recorded.get(requested.index)
+        ends_early = recorded is None and self.replay and self.replay_complete
         decision = decide(
-            self.recorded.get(requested.index),
+            recorded,
             requested,
             replaying=self.replay,
             complete=self.replay_complete,
-            last_index=max(self.recorded, default=-1),
+            # Only a divergence past the end names it; scanning every step is O(steps).
+            last_index=max(self.recorded, default=-1) if ends_early else -1,
         )
         if decision.action is Action.STOP:
             raise ReplayStopped

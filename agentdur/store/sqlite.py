@@ -566,4 +566,6 @@ class SqliteStore(SqlStore):
     def _time_value(self, value: Any) -> datetime | None:
         if value is None:
             return None
-        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+        # The text _time_param writes is ISO 8601 with a space: fromisoformat reads it
+        # several times faster than strptime (it shows when a long run is loaded).
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
