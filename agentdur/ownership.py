@@ -169,26 +169,22 @@ class Scheduler:
         self._tick = tick
         self._interval = interval
         self._stop = threading.Event()
-        self._poke = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._main, name="agentdur-scheduler", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def poke(self) -> None:
-        """Run a tick now (something became runnable)."""
-        self._poke.set()
-
     def stop(self) -> None:
         self._stop.set()
-        self._poke.set()
+        self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5.0)
 
     def _main(self) -> None:
         while not self._stop.is_set():
-            self._poke.wait(self._interval)
-            self._poke.clear()
+            self._wake.wait(self._interval)
+            self._wake.clear()
             if self._stop.is_set():
                 return
             try:

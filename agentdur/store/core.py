@@ -8,7 +8,6 @@ and the mapping between rows and `RunInfo` / `StepInfo`.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import random
@@ -218,10 +217,6 @@ class StoreCore(ABC):
     def write(self, fn: Callable[[], T]) -> T:
         """Blocking form of `awrite`, for threads other than an event loop's."""
         return self.writer.call(fn)
-
-    async def aread(self, fn: Callable[[], T]) -> T:
-        """Execute a blocking store read in a thread, from an event loop."""
-        return await asyncio.to_thread(fn)
 
     # -- dialect mechanics -------------------------------------------------------------
 

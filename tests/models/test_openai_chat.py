@@ -391,12 +391,12 @@ async def test_with_model_switches_model_and_keeps_client(
     recorded: Recorded,
 ) -> None:
     route = recorded.serve(router, "openai_chat_text")
-    model = chat(router, temperature=0.5, rate_limit="shared")
+    model = chat(router, temperature=0.5, rate_limit="team-limit")
     other = model.with_model("gpt-4.1")
     await other.request([UserMessage(content="x")], [])
     assert recorded.sent(route)["model"] == "gpt-4.1"
     assert other.describe()["params"] == {"temperature": 0.5}
-    assert (model.model_name, other.rate_limit) == ("gpt-4o-mini", "shared")
+    assert (model.model_name, other.rate_limit) == ("gpt-4o-mini", "team-limit")
 
 
 async def test_client_is_built_lazily_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
