@@ -40,6 +40,8 @@ class Workers:
             **os.environ,
             "QUEUE_APP_DB": self.url,
             "QUEUE_APP_LOG": str(self.log),
+            # A worker that does not stop is made to print every thread's stack (SIGABRT).
+            "PYTHONFAULTHANDLER": "1",
             **env,
         }
         with (
@@ -71,7 +73,16 @@ class Workers:
 
     def stop(self, proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
         proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=timeout)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: where each thread hangs
+            proc.wait(timeout=10)
+            out, err = self.output(proc)
+            raise AssertionError(
+                f"worker {proc.pid} did not stop within {timeout}s of SIGTERM.\n"
+                f"stdout:\n{out}\nstderr (thread stacks at the end):\n{err[-20000:]}"
+            ) from None
 
     def lines(self) -> list[tuple[str, int, int, str]]:
         """(run_id, step index, pid, event) per line of the step log."""
