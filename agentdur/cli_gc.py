@@ -5,7 +5,8 @@
 
 Deletes runs that finished (SUCCEEDED, FAILED or CANCELLED; `--status` narrows) longer
 ago than the duration, with their steps, messages and their own ledger entries, one short
-transaction per batch (`Runtime.gc`). Ledger entries under domain keys are kept unless
+transaction per batch (`Runtime.gc`), and the big values kept once (blobs) that no
+remaining step references. Ledger entries under domain keys are kept unless
 `--include-domain-keys`. Exit codes follow cli.py: 0 when gc ran (whatever it deleted),
 2 for a usage error (a bad duration, a missing database).
 """
@@ -109,6 +110,7 @@ def report_text(report: GcReport) -> str:
                 ["messages", str(report.messages)],
                 ["ledger entries (run_id:index keys)", str(report.ledger_entries)],
                 ["ledger entries (domain keys)", _domain_count(report)],
+                ["blobs (big values kept once)", _blob_count(report)],
             ],
             right={1},
         ),
@@ -135,6 +137,24 @@ def _domain_count(report: GcReport) -> str:
     if not report.domain_keys_kept:
         return str(report.domain_key_entries)
     return f"0 ({report.domain_key_entries} kept)" if report.domain_key_entries else "0"
+
+
+def _blob_count(report: GcReport) -> str:
+    if not report.blobs:
+        return "0"
+    return f"{report.blobs} ({_size(report.blob_bytes)} stored)"
+
+
+def _size(count: int) -> str:
+    """Bytes as a person reads them: 812 B, 4.0 KiB, 1.2 MiB, 3.5 GiB."""
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _plural(count: int, one: str, many: str | None = None) -> str:

@@ -48,7 +48,9 @@ class GcReport:
     """The longest time one batch held its transaction (0 for a dry run)."""
     blobs: int = 0
     """Big values (kept once, by content) that no remaining step references: deleted
-    with the runs (a dry run does not count them)."""
+    with the runs. A blob a kept run also references stays (and is not counted)."""
+    blob_bytes: int = 0
+    """The stored (zlib-compressed) bytes of those blobs."""
 
 
 class Retention:
@@ -76,14 +78,16 @@ class Retention:
         (kept) run was forked from is kept. A run's steps, messages and the ledger
         entries under its own keys (`run_id:index`) go with it; entries under domain
         keys stay unless `domain_keys`, since they keep an effect such as a refund from
-        happening again. After gc, starting a run with a deleted run's id starts a new
+        happening again. A big value kept once (a blob) goes when no remaining step
+        references it. After gc, starting a run with a deleted run's id starts a new
         run.
 
         Args:
             older_than: how long ago a run must have finished (by this Runtime's clock).
             statuses: which finished statuses to collect; default SUCCEEDED, FAILED and
                 CANCELLED.
-            dry_run: delete nothing; report what would be deleted.
+            dry_run: delete nothing; report what would be deleted (blobs included,
+                counted once over all the runs it would delete).
             batch: runs per transaction.
             domain_keys: delete the runs' domain-key ledger entries too.
 
@@ -100,7 +104,8 @@ class Retention:
         totals = dict.fromkeys(
             ("runs", "steps", "messages", "ledger_entries", "domain_key_entries", "batches"), 0
         )
-        totals["blobs"] = 0
+        totals.update(blobs=0, blob_bytes=0)
+        doomed: list[str] = []  # a dry run's runs, for counting their blobs once
         longest = 0.0
         kept_sources = store.gc_fork_sources(statuses=chosen, before=cutoff)
         after: tuple[datetime, str] | None = None
@@ -112,6 +117,7 @@ class Retention:
             ids = [run_id for run_id, _ in found]
             if dry_run:
                 counts = store.gc_count(ids)
+                doomed.extend(ids)
             else:
                 started = time.perf_counter()
                 counts = store.gc_delete(
@@ -126,8 +132,12 @@ class Retention:
             totals["ledger_entries"] += counts.effects
             totals["domain_key_entries"] += counts.domain_effects
             totals["blobs"] += counts.blobs
+            totals["blob_bytes"] += counts.blob_bytes
             if len(found) < batch:
                 break
+        if doomed:
+            # A blob shared by runs of two batches goes with the second: count over all.
+            totals["blobs"], totals["blob_bytes"] = store.gc_count_blobs(doomed)
         return GcReport(
             dry_run=dry_run,
             cutoff=cutoff,

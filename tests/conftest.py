@@ -74,7 +74,7 @@ def _empty_postgres(url: str) -> None:
         if exists:
             conn.execute(
                 "TRUNCATE agentdur.runs, agentdur.steps, agentdur.effects, "
-                "agentdur.messages, agentdur.executors"
+                "agentdur.messages, agentdur.executors, agentdur.step_blobs, agentdur.blobs"
             )
 
 

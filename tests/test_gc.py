@@ -8,8 +8,10 @@ one Runtime while another executes runs, and checks every one of those succeeds.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -82,6 +84,21 @@ async def inbox() -> Any:
 async def boom() -> None:
     await bump(0)
     raise ValueError("boom")
+
+
+def document(word: str) -> str:
+    """A value big enough to be kept once, by content, in the blobs table (> 64 KiB)."""
+    return "".join(f"{word}: line {i} of the document\n" for i in range(4000))
+
+
+@agentdur.step
+async def load(word: str) -> str:
+    return document(word)
+
+
+@agentdur.workflow(name="gc.documents")
+async def documents(words: list[str]) -> int:
+    return sum([len(await load(word)) for word in words])
 
 
 @pytest.fixture
@@ -184,9 +201,75 @@ def test_dry_run_writes_nothing_and_reports_the_same_counts(
     assert snapshot(database_url) == before
     real = crt.gc(older_than=timedelta(days=1), batch=3)
     assert (dry.dry_run, real.dry_run, dry.longest_batch_seconds) == (True, False, 0.0)
-    fields = ("runs", "steps", "messages", "ledger_entries", "domain_key_entries", "batches")
-    assert {f: getattr(dry, f) for f in fields} == {f: getattr(real, f) for f in fields}
+    assert {f: getattr(dry, f) for f in COUNTS} == {f: getattr(real, f) for f in COUNTS}
     assert (real.runs, real.batches) == (4, 2)
+
+
+COUNTS = (
+    "runs",
+    "steps",
+    "messages",
+    "ledger_entries",
+    "domain_key_entries",
+    "batches",
+    "blobs",
+    "blob_bytes",
+)
+ORPHAN = document("left by a refused write")
+
+
+def make_documents(rt: agentdur.Runtime, clock: Clock, url: str) -> dict[str, int]:
+    """Old runs whose steps hold big values, a blob no step references, then a recent
+    run; the stored bytes of each blob by the word of its document."""
+    rt.run(documents, ["only-a", "shared"], run_id="docs-a")
+    clock.advance(seconds=1)
+    rt.run(documents, ["shared"], run_id="docs-b")  # in another batch than docs-a
+    clock.advance(seconds=1)
+    rt.run(documents, ["kept"], run_id="docs-c")
+    # A step write refused after its blob was saved leaves the blob with no step.
+    store = rt.store
+    data = ORPHAN.encode()
+    digest = hashlib.sha256(data).hexdigest()
+    with store.transaction() as cur:
+        params = {"hash": digest, "size": len(data), "data": zlib.compress(data)}
+        cur.execute(store.sql.SAVE_BLOB, params)
+    clock.advance(days=30)
+    rt.run(documents, ["kept"], run_id="docs-recent")
+    clock.advance(hours=1)
+    stored = dict(query(url, "SELECT hash, length(data) FROM {p}blobs"))
+    words = ["only-a", "shared", "kept"]
+    sizes = {word: stored[hashlib.sha256(document(word).encode()).hexdigest()] for word in words}
+    sizes["orphan"] = stored[digest]
+    assert len(stored) == 4
+    return {word: int(size) for word, size in sizes.items()}
+
+
+@pytest.mark.parametrize("batch", [1, 2, 500])
+def test_dry_run_counts_the_blobs_a_real_gc_deletes(
+    crt: agentdur.Runtime, clock: Clock, database_url: str, batch: int
+) -> None:
+    sizes = make_documents(crt, clock, database_url)
+    nothing = crt.gc(older_than=timedelta(days=60), dry_run=True)
+    assert (nothing.runs, nothing.blobs, nothing.blob_bytes) == (0, 0, 0)
+
+    dry = crt.gc(older_than=timedelta(days=1), dry_run=True, batch=batch)
+    real = crt.gc(older_than=timedelta(days=1), batch=batch)
+
+    assert {f: getattr(dry, f) for f in COUNTS} == {f: getattr(real, f) for f in COUNTS}
+    # a blob shared by two deleted runs is counted once, whichever batches they are in;
+    # one a kept run references too is not; one no step references goes with the runs
+    expected = sizes["only-a"] + sizes["shared"] + sizes["orphan"]
+    assert (real.runs, real.blobs, real.blob_bytes) == (3, 3, expected)
+    assert real.blob_bytes < len(document("only-a")) + len(document("shared")) + len(ORPHAN)
+    remaining = query(database_url, "SELECT hash FROM {p}blobs")
+    assert remaining == [(hashlib.sha256(document("kept").encode()).hexdigest(),)]
+    assert [s.output for s in crt.steps("docs-recent")] == [document("kept")]
+    again = crt.gc(older_than=timedelta(days=1), dry_run=True)
+    assert (again.runs, again.blobs, again.blob_bytes) == (0, 0, 0)
+    # its last reference gone, the kept blob goes too (and the database is left empty)
+    last = crt.gc(older_than=timedelta(0))
+    assert (last.runs, last.blobs, last.blob_bytes) == (1, 1, sizes["kept"])
+    assert query(database_url, "SELECT count(*) FROM {p}blobs") == [(0,)]
 
 
 def test_recent_and_unfinished_runs_are_kept_and_status_narrows(
@@ -292,13 +375,14 @@ def test_cli_dry_run_then_gc(old_db: str, capsys: pytest.CaptureFixture[str]) ->
     lines = out.splitlines()
     assert lines[0].startswith("would delete 4 runs that finished before ")
     assert lines[0].endswith(" UTC (SUCCEEDED, FAILED, CANCELLED) in 1 batch:")
-    assert lines[1:7] == [
+    assert lines[1:8] == [
         "WHAT                                     COUNT",
         "runs                                         4",
         "steps                                        7",
         "messages                                     1",
         "ledger entries (run_id:index keys)           1",
         "ledger entries (domain keys)        0 (1 kept)",
+        "blobs (big values kept once)                 0",
     ]
     assert lines[-1] == (
         "would keep 1 ledger entry under domain keys: deleting one would let that effect "
@@ -320,6 +404,35 @@ def test_cli_dry_run_then_gc(old_db: str, capsys: pytest.CaptureFixture[str]) ->
     assert out.startswith("deleted 1 run that finished before ")
     assert "(SUCCEEDED) in 1 batch:" in out
     assert "longest batch: " in out
+
+
+def blob_row(out: str) -> str:
+    """The blobs row of a gc report, its columns one space apart."""
+    return " ".join(next(line for line in out.splitlines() if line.startswith("blobs")).split())
+
+
+def test_cli_reports_blobs(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock(datetime.now(timezone.utc) - timedelta(days=30, hours=2))
+    with agentdur.Runtime(database_url, executor_id="old", clock=clock) as rt:
+        sizes = make_documents(rt, clock, database_url)
+    stored = sizes["only-a"] + sizes["shared"] + sizes["orphan"]
+    assert 1024 < stored < 1024 * 1024
+    args = ["gc", "--older-than", "1d", "--batch", "1", "--database-url", database_url]
+    code = main([*args, "--dry-run"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert blob_row(out) == f"blobs (big values kept once) 3 ({stored / 1024:.1f} KiB stored)"
+    code = main([*args, "--json"])
+    report = json.loads(capsys.readouterr()[0])
+    assert (code, report["dry_run"], report["runs"]) == (0, False, 3)
+    assert (report["blobs"], report["blob_bytes"]) == (3, stored)
+    assert main(["gc", "--older-than", "0s", "--database-url", database_url]) == 0
+    kept = sizes["kept"] / 1024
+    assert (
+        blob_row(capsys.readouterr()[0])
+        == f"blobs (big values kept once) 1 ({kept:.1f} KiB stored)"
+    )
+    assert query(database_url, "SELECT count(*) FROM {p}blobs") == [(0,)]
 
 
 def test_cli_include_domain_keys(old_db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -284,8 +284,9 @@ class SqlStore(EffectOps, QueueOps, RetentionOps, StoreCore):
             # write already there: that is success, not a takeover.
             own.execute(self.sql.GET_STEP, {"run_id": step.run_id, "step_index": step.step_index})
             row = own.fetchone()
-        if row is None or not _same_write(self._step(row), step, output_json, error_json):
-            raise FencedError(step.run_id, epoch)
+            if row is None or not _same_write(self._step(row), step, output_json, error_json):
+                # Raised inside the transaction, so a blob saved for this write goes too.
+                raise FencedError(step.run_id, epoch)
 
     def create_forked_run(
         self, run: RunInfo, *, input_json: str, steps: Sequence[StepInfo]

@@ -391,9 +391,16 @@ GC_DELETE_RUN_EFFECTS = (
 GC_DELETE_MESSAGES = "DELETE FROM agentdur.messages WHERE run_id IN " + _GC_IDS
 GC_DELETE_STEPS = "DELETE FROM agentdur.steps WHERE run_id IN " + _GC_IDS
 GC_DELETE_STEP_BLOBS = "DELETE FROM agentdur.step_blobs WHERE run_id IN " + _GC_IDS
-GC_DELETE_UNREFERENCED_BLOBS = (
+# See sqlite.py.
+GC_COUNT_BLOBS = (
+    "SELECT count(*), coalesce(sum(octet_length(b.data)), 0) FROM agentdur.blobs AS b"
+    " WHERE NOT EXISTS (SELECT 1 FROM agentdur.step_blobs AS l WHERE l.hash = b.hash"
+    " AND l.run_id NOT IN (SELECT jsonb_array_elements_text(%(run_ids)s::jsonb)))"
+)
+GC_DELETE_BLOBS = (
     "DELETE FROM agentdur.blobs AS b WHERE NOT EXISTS"
     " (SELECT 1 FROM agentdur.step_blobs AS l WHERE l.hash = b.hash)"
+    " RETURNING octet_length(b.data)"
 )
 
 

@@ -10,6 +10,11 @@ asked, since they keep an effect from happening twice across runs.
 A run another run was forked from is kept while that fork is kept (recursively): the
 fork's inherited steps are copies, so execution never needs the source, but the run tree
 would lose its root.
+
+Big values (store/payloads.py) are shared by content across steps and runs: a blob goes
+when no remaining step references it, so a real gc deletes a blob in the batch that
+removes its last reference, and a dry run counts blobs once, over every run it would
+delete (`gc_count_blobs`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class GcCounts:
     """Ledger entries under domain keys: deleted with `domain_keys`, else kept."""
     blobs: int = 0
     """Big values (store/payloads.py) no step references any more once the runs are gone."""
+    blob_bytes: int = 0
+    """Their stored (zlib-compressed) bytes."""
 
 
 class RetentionOps(StoreCore):
@@ -88,6 +95,21 @@ class RetentionOps(StoreCore):
         assert row is not None
         return GcCounts(len(run_ids), *(int(value) for value in row))
 
+    def gc_count_blobs(self, run_ids: Sequence[str]) -> tuple[int, int]:
+        """(count, stored bytes) of the blobs deleting all these runs would delete: those
+        no step of another run references, including any no step references at all (a
+        step write refused after its blob was saved leaves one), as a real gc deletes
+        them too. One read, nothing written (dry run).
+
+        Blobs are shared, so this is asked once for every run a dry run would delete, not
+        per batch: a blob two batches share goes with the second, and is counted once.
+        """
+        with self.statement() as cur:
+            cur.execute(self.sql.GC_COUNT_BLOBS, {"run_ids": json.dumps(list(run_ids))})
+            row = cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
     def gc_delete(
         self,
         run_ids: Sequence[str],
@@ -97,7 +119,7 @@ class RetentionOps(StoreCore):
         domain_keys: bool,
     ) -> GcCounts:
         """Delete these runs with their steps, messages and own ledger entries, and the blobs
-        no other step references: one transaction.
+        no remaining step references: one transaction.
 
         Each run is checked again as it is deleted (still collectable, no new fork), so a
         fork made since the candidates were read keeps its source. Domain-key entries are
@@ -127,6 +149,6 @@ class RetentionOps(StoreCore):
             steps = cur.rowcount
             cur.execute(self.sql.GC_DELETE_STEP_BLOBS, ids)
             # Blobs are shared by content: only those no remaining step references go.
-            cur.execute(self.sql.GC_DELETE_UNREFERENCED_BLOBS)
-            blobs = cur.rowcount
-        return GcCounts(runs, steps, messages, effects, domain, blobs)
+            cur.execute(self.sql.GC_DELETE_BLOBS)
+            sizes = [int(row[0]) for row in cur.fetchall()]
+        return GcCounts(runs, steps, messages, effects, domain, len(sizes), sum(sizes))

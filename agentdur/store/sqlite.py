@@ -337,9 +337,17 @@ GC_DELETE_RUN_EFFECTS = "DELETE FROM effects WHERE run_id IN " + _GC_IDS + " AND
 GC_DELETE_MESSAGES = "DELETE FROM messages WHERE run_id IN " + _GC_IDS
 GC_DELETE_STEPS = "DELETE FROM steps WHERE run_id IN " + _GC_IDS
 GC_DELETE_STEP_BLOBS = "DELETE FROM step_blobs WHERE run_id IN " + _GC_IDS
-GC_DELETE_UNREFERENCED_BLOBS = (
+# (count, stored bytes) of the blobs no step outside :run_ids references: what
+# GC_DELETE_BLOBS deletes once those runs are gone (a dry run's count).
+GC_COUNT_BLOBS = (
+    "SELECT count(*), coalesce(sum(length(b.data)), 0) FROM blobs AS b"
+    " WHERE NOT EXISTS (SELECT 1 FROM step_blobs AS l WHERE l.hash = b.hash"
+    " AND l.run_id NOT IN (SELECT value FROM json_each(:run_ids)))"
+)
+GC_DELETE_BLOBS = (
     "DELETE FROM blobs WHERE NOT EXISTS"
     " (SELECT 1 FROM step_blobs WHERE step_blobs.hash = blobs.hash)"
+    " RETURNING length(data)"
 )
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
