@@ -4,7 +4,8 @@ a long run loads for recovery (issue 13).
 - turns: an agent of N turns, each an LLM response with one tool call carrying ~1 KB of
   text (the tool answers briefly); SQLite file bytes after `PRAGMA wal_checkpoint(TRUNCATE)`
   (and after VACUUM), PostgreSQL `pg_total_relation_size` summed over agentdur's tables,
-  both less an empty database of the same schema.
+  both less an empty database of the same schema; the 300 KB aim is on the whole SQLite
+  file (as the issue measured it).
 - document: one 200 KB document fetched by a tool, then sent back by the model and
   returned by a tool on each of 20 turns: bytes against the document's size.
 - recovery: a run of 10,000 steps; the time to load its steps (one query plus one for
@@ -132,13 +133,19 @@ def document_agent(name: str, document: str, turns: int) -> agentdur.Agent:
 # -- sizes -------------------------------------------------------------------------------
 
 
-def sqlite_bytes(path: Path, vacuum: bool = False) -> int:
+def sqlite_bytes(path: Path, vacuum: bool = False) -> tuple[int, int]:
+    """(file bytes, bytes of pages in use) after a WAL checkpoint. A new database holds a
+    few free pages its migrations left (reused by the first rows), so a run's own bytes
+    are counted in pages in use."""
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if vacuum:
             conn.execute("VACUUM")
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
-    return path.stat().st_size
+    size = path.stat().st_size
+    return size, size - free * page
 
 
 def postgres_bytes(url: str) -> int:
@@ -159,13 +166,13 @@ def measure_run(
         with bench.temp_sqlite_path() as path:
             with agentdur.Runtime(f"sqlite:///{path}", executor_id="bench-storage") as rt:
                 rt.store.open()
-            empty = sqlite_bytes(Path(path))
+            _, empty = sqlite_bytes(Path(path))
             with agentdur.Runtime(f"sqlite:///{path}", executor_id="bench-storage") as rt:
                 bot, prompt = build(tag)
                 rt.run_agent(bot, prompt, run_id="r")
-            checkpointed = sqlite_bytes(Path(path)) - empty
-            vacuumed = sqlite_bytes(Path(path), vacuum=True) - empty
-        return {"bytes": checkpointed, "vacuumed": vacuumed}
+            whole, used = sqlite_bytes(Path(path))
+            vacuumed = sqlite_bytes(Path(path), vacuum=True)[1] - empty
+        return {"bytes": used - empty, "file": whole, "empty": empty, "vacuumed": vacuumed}
     url = bench.postgres_url(args)
     bench.drop_postgres_schema(url, "agentdur")
     with agentdur.Runtime(url, executor_id="bench-storage") as rt:
@@ -263,8 +270,8 @@ def register(bench: Any) -> None:
                 "document_factor": round(doc["bytes"] / len(document.encode()), 3),
                 "recovery": {k: round(v, 4) for k, v in rec.items()},
             }
-            if backend == "sqlite" and sizes[100]["bytes"] > AIM_100_TURNS_BYTES:
-                failed["sqlite 100 turns"] = f"{sizes[100]['bytes']} bytes > 300 KB"
+            if backend == "sqlite" and sizes[100]["file"] > AIM_100_TURNS_BYTES:
+                failed["sqlite 100 turns"] = f"the file is {sizes[100]['file']} bytes > 300 KB"
             if growth > AIM_GROWTH:
                 failed[f"{backend} growth"] = f"{growth:.2f}x > {AIM_GROWTH}x"
             if doc["bytes"] >= AIM_DOCUMENT_FACTOR * len(document.encode()):
@@ -273,7 +280,7 @@ def register(bench: Any) -> None:
                 failed[f"{backend} recovery"] = f"{rec['replay_s']:.2f} s > 1 s"
         lines = [
             "storage: an agent of N turns, each one tool call carrying ~1 KB of text; bytes of "
-            "a fresh database less an empty one",
+            "a fresh database less an empty one (the 300 KB aim: the whole SQLite file)",
             "(SQLite: file after PRAGMA wal_checkpoint(TRUNCATE), and after VACUUM; PostgreSQL: "
             "pg_total_relation_size of agentdur's tables).",
             f"aims: 100 turns <= 300 KB on SQLite, growth 50 -> 100 turns <= {AIM_GROWTH}x, a "
@@ -291,9 +298,12 @@ def register(bench: Any) -> None:
                 f"{r['document_factor']:>6.2f}x {r['recovery']['load_s']:>7.3f} "
                 f"{r['recovery']['replay_s']:>9.3f}"
             )
-            if "vacuumed" in r["turns_100"]:
+            if "file" in r["turns_100"]:
                 lines.append(
-                    f"{'':<9} after VACUUM: 50 turns {r['turns_50']['vacuumed']:,}, 100 turns "
+                    f"{'':<9} whole file: 50 turns {r['turns_50']['file']:,}, 100 turns "
+                    f"{r['turns_100']['file']:,} (an empty database uses "
+                    f"{r['turns_100']['empty']:,}); after VACUUM, less the empty "
+                    f"database: 50 turns {r['turns_50']['vacuumed']:,}, 100 turns "
                     f"{r['turns_100']['vacuumed']:,}; recovery run of "
                     f"{int(r['recovery']['steps']):,} steps"
                 )

@@ -1,7 +1,7 @@
--- agentdur schema, PostgreSQL dialect: the full current schema (version 7), equal to
--- migrations/postgres/0001..0007 applied in order (tests/store/test_schema_drift.py
+-- agentdur schema, PostgreSQL dialect: the full current schema (version 8), equal to
+-- migrations/postgres/0001..0008 applied in order (tests/store/test_schema_drift.py
 -- checks it). `psql -1 -f schema.sql` makes a ready database: the runtime finds version
--- 7 recorded and migrates nothing. Change the schema with a new migration, then
+-- 8 recorded and migrates nothing. Change the schema with a new migration, then
 -- bring this file up to date. Everything lives in schema agentdur.
 --
 -- runs           one row per run of a workflow or agent.
@@ -244,4 +244,5 @@ INSERT INTO agentdur.schema_version (version, name) VALUES
     (4, '0004_executor_identity.sql'),
     (5, '0005_runs_newest_first.sql'),
     (6, '0006_retention.sql'),
-    (7, '0007_blobs.sql');
+    (7, '0007_blobs.sql'),
+    (8, '0008_without_rowid.sql');

@@ -1,7 +1,7 @@
--- agentdur schema, SQLite dialect: the full current schema (version 7), equal to
--- migrations/sqlite/0001..0007 applied in order (tests/store/test_schema_drift.py
+-- agentdur schema, SQLite dialect: the full current schema (version 8), equal to
+-- migrations/sqlite/0001..0008 applied in order (tests/store/test_schema_drift.py
 -- checks it). `sqlite3 app.db < schema.sql` makes a ready database: the runtime finds
--- version 7 recorded and migrates nothing. Change the schema with a new migration,
+-- version 8 recorded and migrates nothing. Change the schema with a new migration,
 -- then bring this file up to date.
 --
 -- runs           one row per run of a workflow or agent.
@@ -42,6 +42,9 @@
 -- Runs of a queue start ENQUEUED (owner NULL); a worker's claim makes them RUNNING.
 -- Times are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', comparable with datetime('now').
 -- JSON columns are TEXT (json_extract reads them); booleans are 0/1.
+-- queues, rate_events, executors and step_blobs are WITHOUT ROWID (migration 0008):
+-- small rows under a TEXT or composite primary key, kept in the key's own b-tree
+-- instead of a rowid table plus an index holding every key a second time.
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    INTEGER PRIMARY KEY,
@@ -138,7 +141,7 @@ CREATE TABLE executors (
     pid          INTEGER NOT NULL,
     heartbeat_at TEXT NOT NULL,
     process_started TEXT
-);
+) WITHOUT ROWID;
 
 CREATE INDEX executors_host ON executors (host);
 
@@ -204,7 +207,7 @@ WHERE s.kind = 'llm';
 CREATE TABLE queues (
     name       TEXT PRIMARY KEY,
     created_at TEXT NOT NULL
-);
+) WITHOUT ROWID;
 
 CREATE TABLE rate_events (
     limiter TEXT NOT NULL,
@@ -212,7 +215,7 @@ CREATE TABLE rate_events (
     event   TEXT NOT NULL,
     tokens  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (limiter, at, event)
-);
+) WITHOUT ROWID;
 
 CREATE INDEX runs_queue_ready ON runs (queue, status, priority, created_at)
     WHERE queue IS NOT NULL;
@@ -234,7 +237,7 @@ CREATE TABLE step_blobs (
     step_index INTEGER NOT NULL,
     hash       TEXT NOT NULL REFERENCES blobs (hash),
     PRIMARY KEY (run_id, step_index, hash)
-);
+) WITHOUT ROWID;
 
 CREATE INDEX step_blobs_hash ON step_blobs (hash);
 
@@ -246,4 +249,5 @@ INSERT INTO schema_version (version, name) VALUES
     (4, '0004_executor_identity.sql'),
     (5, '0005_runs_newest_first.sql'),
     (6, '0006_retention.sql'),
-    (7, '0007_blobs.sql');
+    (7, '0007_blobs.sql'),
+    (8, '0008_without_rowid.sql');
