@@ -11,7 +11,8 @@ Each payload is stored once:
 - an LLM step's output is the provider's raw body (`{"raw": ...}`), from which the
   neutral response is parsed on read, or the neutral response itself for models without
   a raw body (`{"response": ...}`), its tool calls without the parsed `arguments` when
-  they are just `raw_arguments` parsed again;
+  they are just `raw_arguments` parsed again, and without the usage and model the
+  step's own columns hold;
 - tool definitions are stored on the first LLM step and again only when they change;
 - a tool call's id and argument text are kept once, in the LLM step's `calls` (moved
   out of the raw body, put back on read: store/payloads.py); a tool step's input names
@@ -131,14 +132,25 @@ def llm_output(response: ModelResponse, latency_ms: float, endpoint: str | None 
         reparsed = ToolCall.from_raw(call["id"], call["name"], call["raw_arguments"])
         if codec.dumps_sorted(reparsed.arguments) == codec.dumps_sorted(call["arguments"]):
             del call["arguments"]  # stored once, as the text the model sent
-    return _packed({"response": neutral, **extra}, "response", response)
+    # Usage and model are the step's own columns (the agent writes them from this
+    # response): the stored response leaves them out and `payloads.expand` puts them back.
+    kept = {k: v for k, v in neutral.items() if k != "usage" and (k != "model" or v is None)}
+    return _packed(
+        {"response": neutral, **extra}, "response", response, {"response": kept, **extra}
+    )
 
 
-def _packed(output: dict[str, Any], key: str, response: ModelResponse) -> Packed:
+def _packed(
+    output: dict[str, Any],
+    key: str,
+    response: ModelResponse,
+    stored_output: dict[str, Any] | None = None,
+) -> Packed:
+    stored_output = output if stored_output is None else stored_output
     if not response.tool_calls:
-        return Packed(output, output)
+        return Packed(output, stored_output)
     calls = [(c.id, c.raw_arguments, c.arguments) for c in response.tool_calls]
-    return Packed(output, payloads.pack_calls(output, key, calls))
+    return Packed(output, payloads.pack_calls(stored_output, key, calls))
 
 
 def tool_input(llm: tuple[int, dict[str, Any]] | None, position: int, data: dict[str, Any]) -> Any:

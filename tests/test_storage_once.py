@@ -3,19 +3,32 @@ provider bodies rebuilt exactly, big strings kept once by content and collected 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 
 import agentdur
 from agentdur import recording
-from agentdur.models import AnthropicMessages, Message, ModelResponse, OpenAIChat, OpenAIResponses
+from agentdur.models import (
+    AnthropicMessages,
+    Message,
+    ModelResponse,
+    OpenAIChat,
+    OpenAIResponses,
+    StreamDone,
+    Usage,
+    UserMessage,
+)
+from agentdur.models.base import Model
 from agentdur.store import payloads
-from agentdur.testing import Scripted, ScriptInfo
+from agentdur.testing import Scripted, ScriptInfo, anthropic_client, openai_client
 
 FIXTURES = Path(
     os.environ.get("AGENTDUR_FIXTURES") or Path(__file__).parent / "fixtures" / "providers"
@@ -37,15 +50,58 @@ def test_every_recorded_body_is_rebuilt_as_the_same_json(path: Path) -> None:
     provider = next(k for k in PARSERS if path.name.startswith(k))
     body = json.loads(path.read_text())
     response = PARSERS[provider].parse_raw(body)
+    assert_rebuilt_exactly(response, body)
+
+
+def assert_rebuilt_exactly(response: ModelResponse, body: dict[str, Any]) -> None:
+    """`response` recorded, sent through JSON as the store keeps it, and rebuilt: the raw
+    body comes back as `body`, and each tool call's id is stored once, in `calls`."""
     output = recording.llm_output(response, 1.0, "https://example.com/v1")
     stored = json.loads(json.dumps(output.stored))  # through JSON, as the store keeps it
     rebuilt = payloads._unpack_calls(stored) if "calls" in stored else stored
     assert rebuilt["raw"] == body
+    assert rebuilt == json.loads(json.dumps(output.full))
     if response.tool_calls:
-        text = json.dumps(stored["raw"])
+        text = json.dumps(stored)
         for call in response.tool_calls:
-            assert call.id not in text  # kept once, in `calls`
+            assert text.count(json.dumps(call.id)) == 1  # kept once, in `calls`
         assert [c["id"] for c in stored["calls"]] == [c.id for c in response.tool_calls]
+
+
+def stream_fixtures() -> list[Path]:
+    return sorted(FIXTURES.glob("*.sse"))
+
+
+async def assembled(model: Model, router: respx.Router, path: Path) -> ModelResponse:
+    """The response the adapter assembles from a recorded stream (its `StreamDone`)."""
+    url = json.loads(path.with_suffix(".request.json").read_text())["url"]
+    headers = {"content-type": "text/event-stream; charset=utf-8"}
+    router.post(url).mock(
+        return_value=httpx.Response(200, headers=headers, content=path.read_bytes())
+    )
+    events = [event async for event in model.stream([UserMessage(content="hi")], [])]
+    assert isinstance(events[-1], StreamDone)
+    return events[-1].response
+
+
+@pytest.mark.parametrize("path", stream_fixtures(), ids=lambda p: p.stem)
+def test_every_recorded_stream_is_rebuilt_as_the_same_json(path: Path) -> None:
+    """A streamed answer is recorded as the body the adapter assembles from its events
+    (`StreamDone.response.raw`), which is packed and rebuilt like any other body."""
+    provider = next(k for k in PARSERS if path.name.startswith(k))
+    router = respx.Router(assert_all_mocked=True)
+    model: Model
+    if provider == "anthropic_messages":
+        model = AnthropicMessages("claude-haiku-4-5", client=anthropic_client(router))
+    else:
+        model = PARSERS[provider]("gpt-4o-mini", client=openai_client(router))
+    response = asyncio.run(assembled(model, router, path))
+    assert response.raw is not None
+    body = json.loads(json.dumps(response.raw))  # the assembled body, before packing
+    assert PARSERS[provider].parse_raw(body) == response
+    assert_rebuilt_exactly(response, body)
+    if "tool" in path.name or "function" in path.name:
+        assert response.tool_calls
 
 
 @agentdur.tool(effect="read_only")
@@ -136,3 +192,26 @@ def test_a_value_that_looks_like_a_reference_stays_itself(rt: agentdur.Runtime) 
         return await echo()
 
     assert rt.run(wf) == {"$blob": "0" * 64}
+
+
+def test_usage_and_model_of_a_neutral_response_are_kept_once(
+    rt: agentdur.Runtime, backend: str
+) -> None:
+    """A model without a raw body is recorded as the neutral response; its usage and
+    model are the LLM step's own columns, so the stored response leaves them out and
+    reading puts them back."""
+    usage = Usage(input_tokens=1234567, output_tokens=7654321)
+
+    def script(messages: list[Message], info: ScriptInfo) -> ModelResponse:
+        return ModelResponse(text="done", stop_reason="end_turn", usage=usage, model="mdl-XYZ-7")
+
+    bot = agentdur.Agent("t_once_usage", Scripted(script), [])
+    assert rt.run_agent(bot, "go", run_id="r").output == "done"
+    text = stored_rows(rt, "r")
+    assert "1234567" not in text and "mdl-XYZ-7" not in text
+    (llm,) = [s for s in rt.steps("r") if s.kind == "llm"]
+    assert llm.usage == usage.model_dump() and llm.model == "mdl-XYZ-7"
+    assert llm.output["response"]["usage"] == usage.model_dump()
+    assert llm.output["response"]["model"] == "mdl-XYZ-7"
+    assert recording.response_of(llm).usage == usage
+    assert rt.replay("r") is not None  # the replayed agent asks for what was recorded

@@ -179,9 +179,17 @@ def expand(
 
 
 def _expand_llm(step: StepInfo) -> StepInfo:
-    if step.kind == "llm" and isinstance(step.output, dict) and "calls" in step.output:
-        return replace(step, output=_unpack_calls(step.output))
-    return step
+    if step.kind != "llm" or not isinstance(step.output, dict):
+        return step
+    output = _unpack_calls(step.output) if "calls" in step.output else step.output
+    response = output.get("response")
+    if isinstance(response, dict) and ("usage" not in response or "model" not in response):
+        # A neutral response leaves out what the step's own columns hold (recording.py).
+        response = {**response}
+        response.setdefault("usage", step.usage)
+        response.setdefault("model", step.model)
+        output = {**output, "response": response}
+    return step if output is step.output else replace(step, output=output)
 
 
 # -- blobs -----------------------------------------------------------------------------

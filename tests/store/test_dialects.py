@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,30 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
         cur.execute("PRAGMA synchronous")
         assert cur.fetchone()[0] == 2  # type: ignore[index]  # FULL
     store.close()
+
+
+def test_a_new_sqlite_database_takes_2_kib_pages_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """Small pages halve an empty database (issue 13); a database made before keeps its
+    4 KiB pages and its rows."""
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # as an earlier agentdur made it: default pages
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    for path, size in ((tmp_path / "new.db", 2048), (old, 4096)):
+        with agentdur.Runtime(f"sqlite:///{path}") as rt:
+            rt.run(double, 21, run_id="r")
+        with agentdur.Runtime(f"sqlite:///{path}") as rt:
+            assert rt.get_run("r").output == 42
+            with rt.store.statement() as cur:
+                cur.execute("PRAGMA page_size")
+                assert cur.fetchone()[0] == size  # type: ignore[index]
+
+
+@agentdur.workflow
+async def double(x: int) -> int:
+    return x * 2
 
 
 def test_relative_and_absolute_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
