@@ -230,10 +230,11 @@ class SqlStore(EffectOps, QueueOps, RetentionOps, StoreCore):
             rows = cur.fetchall()
             cur.execute(self.sql.LOAD_BLOBS, {"run_id": run_id})
             blobs = payloads.hashes(cur.fetchall())
-        steps = [self._step(row) for row in rows]
+        values = [self._step_values(row) for row in rows]
         if blobs:
-            steps = [payloads.with_blobs(s, blobs.get(s.step_index, {})) for s in steps]
-        return payloads.expand(steps)
+            for step in values:
+                payloads.with_blobs(step, blobs.get(step["step_index"], {}))
+        return payloads.expand_loaded(values)
 
     @retrying_read
     def get_step(self, run_id: str, step_index: int) -> StepInfo | None:

@@ -455,7 +455,7 @@ class StoreCore(ABC):
             return None
         cur.execute(self.sql.GET_STEP_BLOBS, keys)
         blobs = payloads.hashes(cur.fetchall())
-        return payloads.with_blobs(self._step(row), blobs.get(step_index, {}))
+        return StepInfo(**payloads.with_blobs(self._step_values(row), blobs.get(step_index, {})))
 
     def unpacked(self, steps: Sequence[StepInfo]) -> list[StepInfo]:
         """Stored steps (blobs resolved) as recorded before packing, reading the LLM steps
@@ -512,6 +512,10 @@ class StoreCore(ABC):
         return RunInfo(**values)
 
     def _step(self, row: Sequence[Any]) -> StepInfo:
+        return StepInfo(**self._step_values(row))
+
+    def _step_values(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A step row as StepInfo's field values (JSON decoded, times and flags typed)."""
         values = dict(zip(STEP_COLUMNS, row, strict=True))
         for name in _STEP_JSON:
             values[name] = self._json_value(values[name])
@@ -519,7 +523,7 @@ class StoreCore(ABC):
             values[name] = self._time_value(values[name])
         for name in _STEP_BOOL:
             values[name] = bool(values[name])
-        return StepInfo(**values)
+        return values
 
 
 def _dumps(value: Any) -> str:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from agentdur.store.core import StepInfo
@@ -103,9 +103,11 @@ def call_arguments(output: dict[str, Any], position: int) -> Any:
     return output["calls"][position]["arguments"]
 
 
-def _unpack_calls(output: dict[str, Any]) -> dict[str, Any]:
+def _unpack_calls(output: dict[str, Any], *, copy: bool = True) -> dict[str, Any]:
+    """The output as recorded before `pack_calls`; without `copy` its body is rebuilt in
+    place (an output just read, which nothing else holds)."""
     key = "raw" if "raw" in output else "response"
-    body = _copy(output[key])
+    body = _copy(output[key]) if copy else output[key]
     for entry in reversed(output["calls"]):
         args_at, id_at = entry["at"]
         if id_at is not None:
@@ -141,8 +143,9 @@ def tool_input(
     return packed
 
 
-def _unpack_tool_input(data: dict[str, Any], llm: StepInfo | None) -> dict[str, Any]:
-    output = llm.output if llm is not None else None
+def _unpack_tool_input(data: dict[str, Any], output: Any) -> dict[str, Any]:
+    """A tool step's input as recorded, from its stored form and the stored output of
+    the LLM step it names (None when that step is not loaded)."""
     if not isinstance(output, dict) or "calls" not in output:
         return data  # the LLM step is not loaded (or not recorded): leave the reference
     entry = output["calls"][data["call"]]
@@ -159,37 +162,53 @@ def _unpack_tool_input(data: dict[str, Any], llm: StepInfo | None) -> dict[str, 
     return rebuilt
 
 
-def is_tool_reference(step: StepInfo) -> bool:
-    return step.kind == "tool" and isinstance(step.input, dict) and "llm" in step.input
-
-
 def expand(
     steps: Sequence[StepInfo], others: dict[tuple[str, int], StepInfo] | None = None
 ) -> list[StepInfo]:
     """Steps as recorded before packing: LLM bodies with their calls, tool steps' inputs
     with call id and arguments. `others` supplies LLM steps not among `steps`."""
-    result = [_expand_llm(step) for step in steps]
-    by_index = dict(others or {})
-    by_index.update({(step.run_id, step.step_index): step for step in steps})
-    for position, step in enumerate(result):
-        if is_tool_reference(step):
-            llm = by_index.get((step.run_id, int(step.input["llm"])))
-            result[position] = replace(step, input=_unpack_tool_input(step.input, llm))
-    return result
+    outputs = {key: step.output for key, step in (others or {}).items()}
+    return _expand([dict(vars(step)) for step in steps], outputs, in_place=False)
 
 
-def _expand_llm(step: StepInfo) -> StepInfo:
-    if step.kind != "llm" or not isinstance(step.output, dict):
-        return step
-    output = _unpack_calls(step.output) if "calls" in step.output else step.output
+def expand_loaded(values: list[dict[str, Any]]) -> list[StepInfo]:
+    """`expand` of steps just read, as their field values, which nothing else holds:
+    rebuilt in place, without the copies `expand` makes (it shows when a long run
+    loads for recovery)."""
+    return _expand(values, {}, in_place=True)
+
+
+def _expand(
+    values: list[dict[str, Any]], outputs: dict[tuple[str, int], Any], *, in_place: bool
+) -> list[StepInfo]:
+    # The stored (packed) outputs: a tool step's input names a call kept there.
+    outputs.update({(v["run_id"], v["step_index"]): v["output"] for v in values})
+    for v in values:
+        if v["kind"] == "llm" and isinstance(v["output"], dict):
+            v["output"] = _expand_llm_output(v, in_place=in_place)
+    for v in values:
+        data = v["input"]
+        if v["kind"] == "tool" and isinstance(data, dict) and "llm" in data:
+            v["input"] = _unpack_tool_input(data, outputs.get((v["run_id"], int(data["llm"]))))
+    return [StepInfo(**v) for v in values]
+
+
+def _expand_llm_output(step: dict[str, Any], *, in_place: bool) -> dict[str, Any]:
+    output: dict[str, Any] = step["output"]
+    if "calls" in output:
+        output = _unpack_calls(output, copy=not in_place)
     response = output.get("response")
     if isinstance(response, dict) and ("usage" not in response or "model" not in response):
         # A neutral response leaves out what the step's own columns hold (recording.py).
         response = {**response}
-        response.setdefault("usage", step.usage)
-        response.setdefault("model", step.model)
+        response.setdefault("usage", step["usage"])
+        response.setdefault("model", step["model"])
         output = {**output, "response": response}
-    return step if output is step.output else replace(step, output=output)
+    return output
+
+
+def is_tool_reference(step: StepInfo) -> bool:
+    return step.kind == "tool" and isinstance(step.input, dict) and "llm" in step.input
 
 
 # -- blobs -----------------------------------------------------------------------------
@@ -244,15 +263,12 @@ def resolve_blobs(value: Any, blobs: dict[str, bytes]) -> Any:
     return value
 
 
-def with_blobs(step: StepInfo, blobs: dict[str, bytes]) -> StepInfo:
-    if not blobs:
-        return step
-    return replace(
-        step,
-        input=resolve_blobs(step.input, blobs),
-        output=resolve_blobs(step.output, blobs),
-        error=resolve_blobs(step.error, blobs),
-    )
+def with_blobs(values: dict[str, Any], blobs: dict[str, bytes]) -> dict[str, Any]:
+    """A step's field values just read, with its blob references resolved in place."""
+    if blobs:
+        for name in ("input", "output", "error"):
+            values[name] = resolve_blobs(values[name], blobs)
+    return values
 
 
 # -- JSON paths ------------------------------------------------------------------------
