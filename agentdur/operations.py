@@ -148,9 +148,11 @@ class Operations:
     async def _replay(
         self, run_id: str, until: int | None, on_step: Callable[[StepInfo], None] | None
     ) -> Any:
-        run = self.engine.get_run(run_id)
+        # Read off the loop: it runs other people's coroutines, and a long run's recording
+        # takes a while to load.
+        run = await asyncio.to_thread(self.engine.get_run, run_id)
         wf = self._require_workflow(run.workflow)
-        steps = self.engine.store.steps(run_id)
+        steps = await asyncio.to_thread(self.engine.store.steps, run_id)
         recorded = {s.step_index: s for s in steps if until is None or s.step_index <= until}
         ctx = self.engine._context(
             run_id,

@@ -210,6 +210,24 @@ def test_replay_returns_the_recording_with_no_network_no_tool_and_no_write(
     ]
 
 
+def test_replay_reads_the_recording_off_the_runtimes_loop(
+    rt: agentdur.Runtime,
+    recorded: tuple[respx.Router, agentdur.Agent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop runs other runs' coroutines: loading a long recording must not stall it."""
+    on_loop: list[bool] = []
+    load = rt.store.steps
+
+    def steps(run_id: str) -> list[agentdur.StepInfo]:
+        on_loop.append(rt._in_loop_thread())
+        return load(run_id)
+
+    monkeypatch.setattr(rt.store, "steps", steps)
+    assert rt.replay("rec-1")["output"] == FINAL_TEXT
+    assert on_loop == [False]
+
+
 def test_the_offline_route_really_fails_a_live_run(
     rt: agentdur.Runtime, recorded: tuple[respx.Router, agentdur.Agent]
 ) -> None:
