@@ -228,8 +228,9 @@ class Operations:
             model=model_meta,
             dry_run=dry_run,
         )
+        edited = [s for s in copied if s.step_index >= at_step]  # a replaced response
         if not self.engine.store.create_forked_run(
-            run, input_json=codec.dumps(run.input), steps=copied
+            run, input_json=codec.dumps(run.input), below=at_step, steps=edited
         ):
             raise UsageError(f"cannot fork into run id {new_id!r}: a run with that id exists")
         ctx = self.engine._context(

@@ -215,3 +215,39 @@ def test_usage_and_model_of_a_neutral_response_are_kept_once(
     assert llm.output["response"]["model"] == "mdl-XYZ-7"
     assert recording.response_of(llm).usage == usage
     assert rt.replay("r") is not None  # the replayed agent asks for what was recorded
+
+
+def test_a_fork_inherits_steps_as_stored(rt: agentdur.Runtime, backend: str) -> None:
+    """A fork's inherited steps are the source's rows as stored: a tool call's arguments
+    kept once, a big document shared by reference, and read back as the source's steps."""
+    marker = "FORKED-" + "z" * 300
+    document = "".join(f"row {i} of the report\n" for i in range(6000))  # ~130 KB
+
+    @agentdur.tool(effect="read_only")
+    def report(text: str) -> str:
+        """Returns the report."""
+        return document
+
+    def script(messages: list[Message], info: ScriptInfo) -> ModelResponse | str:
+        turn = sum(m.role == "assistant" for m in messages)
+        if turn < 3:
+            return Scripted.tool_call("report", {"text": f"{turn}:{marker}"}, id=f"f{turn}")
+        return "done"
+
+    bot = agentdur.Agent("t_once_fork", Scripted(script), [report])
+    assert rt.run_agent(bot, "go", run_id="src").output == "done"
+    assert rt.fork("src", 4, new_run_id="fork").result()["output"] == "done"
+
+    text = stored_rows(rt, "fork")
+    for turn in range(3):
+        assert text.count(f"{turn}:{marker}") == 1
+    assert document[:20] not in text
+    source, fork = rt.steps("src"), rt.steps("fork")
+    assert [(s.input, s.output, s.request_hash) for s in fork[:4]] == [
+        (s.input, s.output, s.request_hash) for s in source[:4]
+    ]
+    assert [s.inherited_from for s in fork] == ["src"] * 4 + [None] * 3
+    assert [s.output for s in fork if s.kind == "tool"] == [document] * 3
+    with rt.store.statement() as cur:
+        cur.execute("SELECT count(*) FROM " + _table(backend, "blobs"))
+        assert cur.fetchone() == (1,)

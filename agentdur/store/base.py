@@ -290,15 +290,21 @@ class SqlStore(EffectOps, QueueOps, RetentionOps, StoreCore):
                 raise FencedError(step.run_id, epoch)
 
     def create_forked_run(
-        self, run: RunInfo, *, input_json: str, steps: Sequence[StepInfo]
+        self, run: RunInfo, *, input_json: str, below: int, steps: Sequence[StepInfo]
     ) -> bool:
-        """Insert a new run with copied steps in one transaction; False if the id is taken."""
+        """Insert a fork in one transaction: the new run, the source's steps below index
+        `below` copied as stored (packed, so a tool call's arguments stay kept once, and
+        blobs shared by reference), then `steps` (an edited response). False if the id
+        is taken."""
         params = self._run_params(run)
         params["input"] = self._json_param(input_json)
         with self.transaction() as cur:
             cur.execute(self.sql.CREATE_RUN, params)
             if cur.rowcount != 1:
                 return False
+            inherit = {"run_id": run.run_id, "source": run.forked_from, "below": below}
+            cur.execute(self.sql.INHERIT_STEPS, inherit)
+            cur.execute(self.sql.INHERIT_STEP_BLOBS, inherit)
             for step in steps:
                 params = self._step_params(step, payload=False)
                 values = (step.input, step.output, step.error)

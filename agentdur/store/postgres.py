@@ -137,6 +137,19 @@ COPY_STEP = (
     " %(usage)s::jsonb, %(started_at)s, %(finished_at)s, %(inherited_from)s, %(edited)s,"
     " %(dry_run)s, %(deduplicated)s)"
 )
+# See sqlite.py.
+INHERIT_STEPS = (
+    "INSERT INTO agentdur.steps (" + STEP_COLUMNS_SQL + ") SELECT %(run_id)s, step_index,"
+    " name, kind, status, input, output, error, attempts, idempotency_key, request_hash,"
+    " model, usage, started_at, finished_at, coalesce(inherited_from, %(source)s), edited,"
+    " dry_run, deduplicated FROM agentdur.steps WHERE run_id = %(source)s"
+    " AND step_index < %(below)s"
+)
+INHERIT_STEP_BLOBS = (
+    "INSERT INTO agentdur.step_blobs (run_id, step_index, hash) SELECT %(run_id)s,"
+    " step_index, hash FROM agentdur.step_blobs WHERE run_id = %(source)s"
+    " AND step_index < %(below)s"
+)
 
 SAVE_BLOB = (
     "INSERT INTO agentdur.blobs (hash, size, data) VALUES (%(hash)s, %(size)s, %(data)s)"

@@ -123,6 +123,18 @@ COPY_STEP = (
     " :usage, :started_at, :finished_at, :inherited_from, :edited, :dry_run, :deduplicated)"
 )
 
+# A fork's inherited steps: the source's rows as stored (packed, blobs by reference),
+# under the new run id, naming the run they were first recorded in.
+INHERIT_STEPS = (
+    "INSERT INTO steps (" + STEP_COLUMNS_SQL + ") SELECT :run_id, step_index, name, kind,"
+    " status, input, output, error, attempts, idempotency_key, request_hash, model, usage,"
+    " started_at, finished_at, coalesce(inherited_from, :source), edited, dry_run,"
+    " deduplicated FROM steps WHERE run_id = :source AND step_index < :below"
+)
+INHERIT_STEP_BLOBS = (
+    "INSERT INTO step_blobs (run_id, step_index, hash) SELECT :run_id, step_index, hash"
+    " FROM step_blobs WHERE run_id = :source AND step_index < :below"
+)
 SAVE_BLOB = (
     "INSERT INTO blobs (hash, size, data) VALUES (:hash, :size, :data)"
     " ON CONFLICT (hash) DO NOTHING"
