@@ -55,11 +55,19 @@ def process_started(pid: int) -> str | None:
     """
     try:
         namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    fields = _stat(pid)
+    return f"{namespace}:{fields[19]}" if fields is not None and len(fields) > 19 else None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None."""
+    try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+            return stat.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return f"{namespace}:{fields[19]}" if len(fields) > 19 else None
 
 
 def this_process() -> ProcessIdentity:
@@ -90,6 +98,9 @@ def is_dead(pid: int, started: str | None, me: ProcessIdentity) -> bool:
         return True
     except PermissionError:
         pass  # it exists, under another user
+    fields = _stat(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return True  # exited, not yet reaped by its parent: it runs nothing any more
     return process_started(pid) != started
 
 

@@ -544,29 +544,40 @@ def test_sigkilled_default_runtime_restarted_resumes_its_runs_at_once(
     batch.finish(a2)
     batch.finish(b)
 
-    # The restarted process took its predecessor's runs over at once (not after a lease).
+    # The restarted process (or B, which sees A dead too) took A's runs over at once, not
+    # after their 30 s lease: the remaining work plus start-up, far less than a lease,
+    # even on a slow machine.
     assert all(f is not None for f in finished)
     took = max(f.timestamp() for f in finished if f is not None) - restarted_at
-    assert took <= 2.0 + remaining, (
+    lease = 30.0
+    assert took <= remaining + lease / 3, (
         f"A's unfinished runs finished {took:.1f} s after the restart; expected within "
-        f"2 s + {remaining:.2f} s of remaining work"
+        f"{remaining:.2f} s of remaining work plus start-up, well before the {lease:.0f} s "
+        "lease expired"
     )
 
     # Executions, from the log. Plain steps are at-least-once across a crash: a step whose
     # body was executing at the SIGKILL recorded nothing, so it runs again on resume. That
     # can only be, in each of A's runs, the LAST step A began (every earlier step of that
-    # run had returned, hence been recorded, before A began the next one). So:
+    # run had returned, hence been recorded, before A began the next one). B (recover=True)
+    # may take some of A's runs once A is dead and leave them with a step in flight when it
+    # closes after its own runs (a closed Runtime's runs are resumed by another process):
+    # that step, the last B began in that run, may run again too. So:
     #   - B's runs: every step body exactly once (the kill did not touch them);
     #   - A's runs: every step body at least once; exactly once, except the last step A
-    #     began in each run, which may have run twice (once by A, once after the restart);
-    #   - nothing A had recorded ran again, and nothing ran three times.
+    #     (or B) began in each run, which may have run twice (once by it, once after);
+    #   - nothing recorded ran again, and nothing ran three times.
     counts = executions(batch.log)
     expected = {(rid, k) for rid in ids for k in range(STEPS)}
     assert set(counts) == expected, sorted(expected ^ set(counts))[:5]
-    in_flight = {(rid, ks[-1]) for rid, ks in began.items()}
+    last_began: dict[tuple[int, str], int] = {}
+    for rid, k, pid in log_lines(batch.log):
+        last_began[(pid, rid)] = k
+    in_flight = {(rid, k): pid for (pid, rid), k in last_began.items() if pid in (a.pid, b.pid)}
     twice = {key: n for key, n in counts.items() if n > 1}
-    assert set(twice) <= in_flight, {k: n for k, n in twice.items() if k not in in_flight}
+    assert set(twice) <= set(in_flight), {k: n for k, n in twice.items() if k not in in_flight}
     assert set(twice.values()) <= {2}, twice
     for key in twice:
         pids = [pid for rid, k, pid in log_lines(batch.log) if (rid, k) == key]
-        assert pids[0] == a.pid and pids[1] != a.pid, (key, pids)  # once before, once after
+        assert pids[0] in (a.pid, b.pid) and pids[1] != pids[0], (key, pids)  # before, after
+        assert pids[0] == a.pid or key[0] in ids_of("a"), (key, pids)  # B's own: once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,6 +24,26 @@ def test_a_live_process_is_alive_and_an_exited_one_dead() -> None:
         child.kill()
         child.wait()
     assert is_dead(child.pid, started, me)
+
+
+def test_an_exited_process_its_parent_has_not_reaped_is_dead() -> None:
+    """A zombie (a worker whose supervisor has not called wait yet) runs no code: its
+    runs are taken at once, not after their lease."""
+    me = this_process()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = process_started(child.pid)
+    assert started is not None
+    try:
+        for _ in range(500):  # until it has exited (it stays a zombie: no wait yet)
+            with open(f"/proc/{child.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the child did not exit")
+        assert is_dead(child.pid, started, me)
+    finally:
+        child.wait()
 
 
 def test_a_reused_pid_is_told_apart_by_its_start_time() -> None:
