@@ -58,6 +58,16 @@ def runs_of(proc: object, owner: str | None) -> bool:
     return owner is not None and owner.startswith(prefix)
 
 
+def held_runs(url: str) -> list[tuple[str, str | None, int]]:
+    """(run_id, owner, checkpointed steps) of every run, in one query."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT r.run_id, r.owner, (SELECT count(*) FROM agentdur.steps AS s"
+            " WHERE s.run_id = r.run_id) FROM agentdur.runs AS r"
+        ).fetchall()
+    return [(str(run_id), owner, int(steps)) for run_id, owner, steps in rows]
+
+
 def test_sigkilled_workers_runs_are_taken_over_and_each_step_runs_once(
     workers: Workers, pg_url: str
 ) -> None:
@@ -79,14 +89,23 @@ def test_sigkilled_workers_runs_are_taken_over_and_each_step_runs_once(
             return done >= 6 and held >= 1
 
         wait_for(midway, timeout=20, what="a third of the runs done, the victim holding some")
-        victim.send_signal(signal.SIGKILL)
-        assert victim.wait(timeout=10) == -signal.SIGKILL
-        # What the victim held at its death, and how far each run had been checkpointed.
-        held = {
-            run_id: len(rt.steps(run_id))
-            for run_id in ids
-            if runs_of(victim, rt.get_run(run_id).owner)
-        }
+        # The survivors see a dead worker on their host at once: pause them while the
+        # victim dies and its runs are read (one query, well inside their 2 s lease), so
+        # what it held is not taken over before it is read.
+        for proc in procs[1:]:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            victim.send_signal(signal.SIGKILL)
+            assert victim.wait(timeout=10) == -signal.SIGKILL
+            # What the victim held at its death, and how far each run had been checkpointed.
+            held = {
+                run_id: steps
+                for run_id, owner, steps in held_runs(pg_url)
+                if runs_of(victim, owner)
+            }
+        finally:
+            for proc in procs[1:]:
+                proc.send_signal(signal.SIGCONT)
         assert held
 
         wait_for(
