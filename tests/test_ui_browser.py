@@ -81,21 +81,11 @@ def page(browser: Any) -> Iterator[Any]:
     tab.set_default_timeout(TIMEOUT_MS)
     tab.set_default_navigation_timeout(TIMEOUT_MS)
     errors: list[str] = []
-    # The browser asks for /favicon.ico by itself; the UI has none (a 404, harmless).
-    failed = "Failed to load resource"
-    tab.on(
-        "console",
-        lambda m: errors.append(m.text) if m.type == "error" and failed not in m.text else None,
-    )
+    # Any failed request counts, the browser's own (a page with no icon of its own makes
+    # it ask for /favicon.ico, a 404).
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on(
-        "response",
-        lambda r: (
-            errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico")
-            else None
-        ),
-    )
+    tab.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     yield tab
     tab.close()
     browser.clear_cookies()
@@ -148,17 +138,43 @@ def test_open_a_run_and_see_its_timeline(rt: agentdur.Runtime, server: str, page
         str(s.step_index) for s in steps
     ]
     for step in steps:  # each bar is drawn: a visible rect, coloured by its status
-        rect = page.locator(f"#bar-{step.step_index} rect")
+        rect = page.locator(f"#bar-{step.step_index} rect.bar")
         _expect(rect).to_be_visible()
         box = rect.bounding_box()
         assert box is not None and box["width"] > 0 and box["height"] > 0
         classes = page.locator(f"#bar-{step.step_index}").get_attribute("class") or ""
         assert f"kind-{step.kind}" in classes and "status-succeeded" in classes
+    # The last tick's label ends inside the drawing.
+    svg = page.locator("svg#timeline").bounding_box()
+    label = page.locator("svg#timeline text.tick-label").last.bounding_box()
+    assert svg is not None and label is not None
+    assert label["x"] + label["width"] <= svg["x"] + svg["width"]
+    # A bar's whole row links to its step, the gap between its label and its bar too.
+    page.locator("#bar-3 rect.bar").scroll_into_view_if_needed()
+    svg = page.locator("svg#timeline").bounding_box()
+    bar = page.locator("#bar-3 rect.bar").bounding_box()
+    assert svg is not None and bar is not None
+    page.mouse.click(svg["x"] + 217, bar["y"] + bar["height"] / 2)
+    page.wait_for_url(server + "/runs/r1/steps/3")
+    page.go_back()
     # A bar links to its step, as the model saw it.
-    page.locator("#bar-3 rect").click()
+    page.locator("#bar-3 rect.bar").click()
     page.wait_for_url(server + "/runs/r1/steps/3")
     _expect(page.locator("main")).to_contain_text("Be brief")
     _expect(page.locator("main")).to_contain_text("where is A1?")
+
+
+def test_the_runs_filter_wraps_whole_fields_in_a_narrow_window(
+    rt: agentdur.Runtime, server: str, page: Any
+) -> None:
+    page.set_viewport_size({"width": 900, "height": 800})
+    page.goto(server + "/")
+    labels = page.locator("#runs-filter label")
+    assert labels.count() >= 3
+    # Each field (its name and its control) stays on one line when the form wraps.
+    assert labels.evaluate_all("ls => ls.map(l => l.getClientRects().length)") == [1] * (
+        labels.count()
+    )
 
 
 def test_download_the_audit_csv(rt: agentdur.Runtime, server: str, page: Any) -> None:
