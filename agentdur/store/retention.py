@@ -97,9 +97,8 @@ class RetentionOps(StoreCore):
 
     def gc_count_blobs(self, run_ids: Sequence[str]) -> tuple[int, int]:
         """(count, stored bytes) of the blobs deleting all these runs would delete: those
-        no step of another run references, including any no step references at all (a
-        step write refused after its blob was saved leaves one), as a real gc deletes
-        them too. One read, nothing written (dry run).
+        no step of another run references, including any no step references at all,
+        as a real gc deletes them too. One read, nothing written (dry run).
 
         Blobs are shared, so this is asked once for every run a dry run would delete, not
         per batch: a blob two batches share goes with the second, and is counted once.
